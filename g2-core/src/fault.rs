@@ -1,0 +1,159 @@
+//! The [`FaultPolicy`] strategy: an interceptor around invocation (think tower
+//! `Layer`, or `retry::Policy`). The runtime asks it at fixed points and acts on the
+//! answer; a policy never reaches into the runtime.
+//!
+//! Hook points, in the order the runtime calls them for one object:
+//!
+//! 1. [`FaultPolicy::on_activate`] when the object is created (first checkpoint);
+//! 2. for each incoming call, [`FaultPolicy::before_call`] (run it, answer it from
+//!    a cache, or drop a duplicate), then [`FaultPolicy::after_call`] with the
+//!    result, which says whether to [`FaultPolicy::checkpoint`] now;
+//! 3. for each call the object makes, [`FaultPolicy::before_outgoing`] (send it, or
+//!    during replay answer it from the log) and [`FaultPolicy::after_outgoing`];
+//! 4. [`FaultPolicy::recover`] to rebuild an object (checkpoint + calls to replay);
+//! 5. [`FaultPolicy::on_departed`] when the object migrates away.
+//!
+//! The policy is chosen by the client per run and travels with each object: a
+//! node looks it up by [`FaultPolicy::name`]. The name `none` (scenario 1,
+//! graceful migration only) needs no policy object: the runtime skips every hook.
+
+use async_trait::async_trait;
+
+use crate::id::{CallId, ObjectId};
+use crate::wire::RemoteError;
+
+/// The name of scenario 1, which every node serves.
+pub const POLICY_NONE: &str = "none";
+
+/// A call as the policy sees it before and after it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingCall {
+    /// The call's id.
+    pub call_id: CallId,
+    /// The method.
+    pub method: String,
+    /// The CBOR-encoded arguments.
+    pub args: Vec<u8>,
+    /// Whether the caller waits for the result.
+    pub oneway: bool,
+}
+
+/// A call an object is about to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingCall {
+    /// The call's id.
+    pub call_id: CallId,
+    /// The target object.
+    pub target: ObjectId,
+    /// The method.
+    pub method: String,
+    /// The CBOR-encoded arguments.
+    pub args: Vec<u8>,
+    /// Whether the caller waits for the result.
+    pub oneway: bool,
+}
+
+/// What to do with an incoming call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Run it.
+    Run,
+    /// It already ran: answer with this stored result, do not run it again.
+    Answer(Vec<u8>),
+    /// A duplicate of a call that is still running: drop it.
+    Drop,
+}
+
+/// What to do with an outgoing call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutgoingDecision {
+    /// Send it.
+    Send,
+    /// Do not send it: its result is known (replay answers it from the log).
+    Answer(Result<Vec<u8>, RemoteError>),
+}
+
+/// An object rebuilt by a policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// The registered type name.
+    pub type_name: String,
+    /// The checkpointed state.
+    pub state: Vec<u8>,
+    /// The object's outgoing-call counter at the checkpoint.
+    pub next_call_seq: u64,
+    /// Incoming calls after the checkpoint, in their original order.
+    pub replay: Vec<IncomingCall>,
+}
+
+/// Why a policy could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The store failed.
+    #[error("fault-tolerance store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A checkpoint or log record failed its checksum.
+    #[error("corrupt fault-tolerance record for {object}: {reason}")]
+    Corrupt {
+        /// The object.
+        object: ObjectId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// This node cannot serve the policy (say, no disk).
+    #[error("policy cannot be served here: {0}")]
+    Refused(String),
+}
+
+/// A fault-tolerance policy (see the module docs for when each hook runs).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait FaultPolicy: Send + Sync + 'static {
+    /// The policy's name, carried by every object that uses it.
+    fn name(&self) -> String;
+    /// A new object (or one that migrated in) with its initial state.
+    async fn on_activate(
+        &self,
+        object: ObjectId,
+        type_name: &str,
+        state: &[u8],
+    ) -> Result<(), PolicyError>;
+    /// Before an incoming call runs.
+    async fn before_call(
+        &self,
+        object: ObjectId,
+        call: &IncomingCall,
+    ) -> Result<Admission, PolicyError>;
+    /// After an incoming call ran; `true` asks the runtime to checkpoint now.
+    async fn after_call(
+        &self,
+        object: ObjectId,
+        call: &IncomingCall,
+        result: &[u8],
+    ) -> Result<bool, PolicyError>;
+    /// Stores a checkpoint of `state`, with the object's outgoing-call counter.
+    async fn checkpoint(
+        &self,
+        object: ObjectId,
+        type_name: &str,
+        state: &[u8],
+        next_call_seq: u64,
+    ) -> Result<(), PolicyError>;
+    /// Before the object makes a call.
+    async fn before_outgoing(
+        &self,
+        caller: ObjectId,
+        call: &OutgoingCall,
+    ) -> Result<OutgoingDecision, PolicyError>;
+    /// After a call the object made has its result.
+    async fn after_outgoing(
+        &self,
+        caller: ObjectId,
+        call_id: CallId,
+        result: &Result<Vec<u8>, RemoteError>,
+    ) -> Result<(), PolicyError>;
+    /// Rebuilds `object` from what the policy kept, if it kept anything.
+    async fn recover(&self, object: ObjectId) -> Result<Option<Recovery>, PolicyError>;
+    /// The object left this node (migrated away); its records here may go.
+    async fn on_departed(&self, object: ObjectId) -> Result<(), PolicyError>;
+}

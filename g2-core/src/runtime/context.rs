@@ -1,0 +1,43 @@
+//! The task-local caller context: while a hosted object runs a call, proxies it
+//! uses call through its node and get call ids from its counter.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::fault::FaultPolicy;
+use crate::id::{CallId, ObjectId};
+use crate::runtime::node::Node;
+
+#[derive(Clone)]
+pub(crate) struct CallContext {
+    pub(crate) node: Node,
+    pub(crate) object: ObjectId,
+    pub(crate) seq: Arc<AtomicU64>,
+    pub(crate) policy: Option<Arc<dyn FaultPolicy>>,
+}
+
+impl CallContext {
+    pub(crate) fn next_call_id(&self) -> CallId {
+        CallId {
+            caller: self.object,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+tokio::task_local! {
+    pub(crate) static CURRENT: CallContext;
+}
+
+pub(crate) fn current() -> Option<CallContext> {
+    CURRENT.try_with(|c| c.clone()).ok()
+}
+
+pub(crate) fn current_node() -> Option<Node> {
+    CURRENT.try_with(|c| c.node.clone()).ok()
+}
+
+/// The object whose call is running on this task, if any.
+pub fn current_object() -> Option<ObjectId> {
+    CURRENT.try_with(|c| c.object).ok()
+}

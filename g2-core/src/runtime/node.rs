@@ -1,0 +1,870 @@
+//! The node runtime: hosts objects, routes requests hop by hop through the
+//! overlay, and answers calls.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info_span, trace, warn};
+
+use crate::fault::{Admission, FaultPolicy, IncomingCall, OutgoingCall, OutgoingDecision};
+use crate::id::{NodeId, ObjectId, Peer};
+use crate::overlay::{Overlay, OverlayEvent, Route};
+use crate::runtime::context::{self, CURRENT, CallContext};
+use crate::runtime::error::CallError;
+use crate::runtime::object::{Hosted, Object, ObjectHandle, RemoteRef, TypeEntry};
+use crate::store::Store;
+use crate::transport::{Incoming, Transport};
+use crate::uri::ObjectUri;
+use crate::wire::{
+    Body, ByteVec, Frame, MAX_HOPS, RemoteError, Reply, Request, RequestKind, from_cbor, to_cbor,
+};
+
+/// How many times a request is re-routed after its next hop proved unreachable.
+const MAX_SEND_ATTEMPTS: usize = 4;
+/// Entries kept in the sender-side location cache before it is cleared.
+const LOCATION_CACHE_LIMIT: usize = 100_000;
+
+/// Counters a node keeps about its work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStats {
+    /// Calls and activations this node originated (client calls and object calls).
+    pub calls_sent: u64,
+    /// Calls run by objects hosted here.
+    pub calls_served: u64,
+    /// Requests this node passed on to another node.
+    pub requests_forwarded: u64,
+    /// Requests sent straight to the host named by the location cache.
+    pub cache_hits: u64,
+    /// Objects hosted here now.
+    pub objects_hosted: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    calls_sent: AtomicU64,
+    calls_served: AtomicU64,
+    requests_forwarded: AtomicU64,
+    cache_hits: AtomicU64,
+}
+
+struct Invocation {
+    origin: Peer,
+    request_id: u64,
+    call: IncomingCall,
+}
+
+struct ObjectSlot {
+    inbox: mpsc::UnboundedSender<Invocation>,
+    type_name: &'static str,
+    task: JoinHandle<()>,
+}
+
+pub(crate) struct Config {
+    pub(crate) network: String,
+    pub(crate) overlay: Box<dyn Overlay>,
+    pub(crate) overlay_name: &'static str,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) run_policy: String,
+    pub(crate) policies: HashMap<String, Arc<dyn FaultPolicy>>,
+    pub(crate) types: HashMap<&'static str, TypeEntry>,
+    pub(crate) call_timeout: Duration,
+}
+
+pub(crate) struct NodeInner {
+    me: Peer,
+    network: String,
+    client_id: ObjectId,
+    client_seq: AtomicU64,
+    overlay: Mutex<Box<dyn Overlay>>,
+    overlay_name: &'static str,
+    overlay_wake: Arc<Notify>,
+    joined: Arc<Notify>,
+    transport: Arc<dyn Transport>,
+    store: Arc<dyn Store>,
+    run_policy: String,
+    policies: HashMap<String, Arc<dyn FaultPolicy>>,
+    types: HashMap<&'static str, TypeEntry>,
+    objects: Mutex<HashMap<ObjectId, ObjectSlot>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_request: AtomicU64,
+    locations: Mutex<HashMap<ObjectId, Peer>>,
+    call_timeout: Duration,
+    counters: Counters,
+    stopped: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running G2 node: a handle that is cheap to clone. Build one with
+/// [`Node::builder`].
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // every critical section here leaves the data consistent before it can panic,
+    // so a poisoned lock is still safe to use
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        self.transport.close();
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        for (_, slot) in lock(&self.objects).drain() {
+            slot.task.abort();
+        }
+    }
+}
+
+impl Node {
+    /// Starts building a node; see [`crate::NodeBuilder`].
+    pub fn builder() -> crate::runtime::builder::NodeBuilder {
+        crate::runtime::builder::NodeBuilder::new()
+    }
+
+    pub(crate) async fn start(
+        cfg: Config,
+        bootstrap: Option<Peer>,
+        join_timeout: Duration,
+    ) -> Result<Node, crate::runtime::error::BuildError> {
+        let me = cfg.transport.local_peer();
+        let inner = Arc::new(NodeInner {
+            me: me.clone(),
+            network: cfg.network,
+            client_id: ObjectId::random(),
+            client_seq: AtomicU64::new(0),
+            overlay: Mutex::new(cfg.overlay),
+            overlay_name: cfg.overlay_name,
+            overlay_wake: Arc::new(Notify::new()),
+            joined: Arc::new(Notify::new()),
+            transport: cfg.transport,
+            store: cfg.store,
+            run_policy: cfg.run_policy,
+            policies: cfg.policies,
+            types: cfg.types,
+            objects: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            locations: Mutex::new(HashMap::new()),
+            call_timeout: cfg.call_timeout,
+            counters: Counters::default(),
+            stopped: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let node = Node { inner };
+        let span = info_span!("node", id = %me.id);
+        let recv = tokio::spawn(receive_loop(Arc::downgrade(&node.inner), node.inner.transport.clone()).instrument(span.clone()));
+        let drive = tokio::spawn(
+            overlay_loop(Arc::downgrade(&node.inner), node.inner.overlay_wake.clone()).instrument(span),
+        );
+        lock(&node.inner.tasks).extend([recv, drive]);
+
+        let joined_signal = node.inner.joined.clone();
+        let joined = joined_signal.notified();
+        tokio::pin!(joined);
+        joined.as_mut().enable();
+        lock(&node.inner.overlay).join(Instant::now(), bootstrap);
+        node.inner.overlay_wake.notify_one();
+        if !lock(&node.inner.overlay).is_joined() {
+            let deadline = tokio::time::sleep(join_timeout);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut joined => {}
+                    _ = &mut deadline => {
+                        node.shutdown();
+                        return Err(crate::runtime::error::BuildError::JoinTimeout(join_timeout));
+                    }
+                }
+                if lock(&node.inner.overlay).is_joined() {
+                    break;
+                }
+                joined.set(joined_signal.notified());
+                joined.as_mut().enable();
+            }
+        }
+        tracing::info!(node = %me.id, addr = %me.addr, overlay = node.inner.overlay_name, "node joined network {}", node.inner.network);
+        Ok(node)
+    }
+
+    /// This node's id and address.
+    pub fn peer(&self) -> &Peer {
+        &self.inner.me
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.me.id
+    }
+
+    /// The network this node belongs to.
+    pub fn network(&self) -> &str {
+        &self.inner.network
+    }
+
+    /// The name of the overlay in use (`pastry`, `chord`, ...).
+    pub fn overlay_name(&self) -> &'static str {
+        self.inner.overlay_name
+    }
+
+    /// The fault-tolerance policy objects created from this node carry.
+    pub fn run_policy(&self) -> &str {
+        &self.inner.run_policy
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Work counters.
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.inner.counters;
+        NodeStats {
+            calls_sent: c.calls_sent.load(Ordering::Relaxed),
+            calls_served: c.calls_served.load(Ordering::Relaxed),
+            requests_forwarded: c.requests_forwarded.load(Ordering::Relaxed),
+            cache_hits: c.cache_hits.load(Ordering::Relaxed),
+            objects_hosted: lock(&self.inner.objects).len() as u64,
+        }
+    }
+
+    /// The objects hosted here, with their type names.
+    pub fn hosted_objects(&self) -> Vec<(ObjectId, &'static str)> {
+        let mut v: Vec<_> = lock(&self.inner.objects)
+            .iter()
+            .map(|(id, slot)| (*id, slot.type_name))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A proxy for an existing object of this network.
+    pub fn reference<R: RemoteRef>(&self, id: ObjectId) -> R {
+        let uri = ObjectUri {
+            network: self.inner.network.clone(),
+            id,
+        };
+        R::from_handle(ObjectHandle::bound(uri, self.clone()))
+    }
+
+    /// Remote activation: picks a fresh GUID, sends a create message to its root,
+    /// which builds a `T` from `init`, and returns the typed proxy.
+    pub async fn create<T: Object>(&self, init: T::Init) -> Result<T::Ref, CallError> {
+        self.create_with_id::<T>(ObjectId::random(), init).await
+    }
+
+    /// Remote activation under a GUID chosen by the caller.
+    pub async fn create_with_id<T: Object>(
+        &self,
+        id: ObjectId,
+        init: T::Init,
+    ) -> Result<T::Ref, CallError> {
+        let init = to_cbor(&init).map_err(|reason| CallError::Encode {
+            what: format!("init of {}", T::TYPE_NAME),
+            reason,
+        })?;
+        self.create_raw(id, T::TYPE_NAME, init).await?;
+        Ok(self.reference(id))
+    }
+
+    /// Remote activation by type name with an encoded init value.
+    pub async fn create_raw(
+        &self,
+        id: ObjectId,
+        type_name: &str,
+        init: Vec<u8>,
+    ) -> Result<(), CallError> {
+        let kind = RequestKind::Create {
+            type_name: type_name.to_string(),
+            init,
+            policy: self.inner.run_policy.clone(),
+        };
+        self.request(id, kind, "create", None).await.map(|_| ())
+    }
+
+    /// Calls `method` on object `target` with encoded `args`; the building block of
+    /// the typed proxies.
+    pub async fn call_raw(
+        &self,
+        target: ObjectId,
+        method: &str,
+        args: Vec<u8>,
+        oneway: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, CallError> {
+        let ctx = context::current().filter(|c| Arc::ptr_eq(&c.node.inner, &self.inner));
+        let call_id = match &ctx {
+            Some(c) => c.next_call_id(),
+            None => crate::id::CallId {
+                caller: self.inner.client_id,
+                seq: self.inner.client_seq.fetch_add(1, Ordering::Relaxed),
+            },
+        };
+        let policy = ctx.as_ref().and_then(|c| c.policy.clone());
+        if let (Some(c), Some(p)) = (&ctx, &policy) {
+            let out = OutgoingCall {
+                call_id,
+                target,
+                method: method.to_string(),
+                args: args.clone(),
+                oneway,
+            };
+            match p.before_outgoing(c.object, &out).await {
+                Ok(OutgoingDecision::Send) => {}
+                Ok(OutgoingDecision::Answer(r)) => return r.map_err(CallError::from),
+                Err(e) => warn!(caller = %c.object, call = %call_id, "fault policy failed before an outgoing call: {e}"),
+            }
+        }
+        let kind = RequestKind::Call {
+            method: method.to_string(),
+            args,
+            call_id,
+            oneway,
+        };
+        let result = self.request(target, kind, method, timeout).await;
+        if let (Some(c), Some(p)) = (&ctx, &policy) {
+            let logged = match &result {
+                Ok(v) => Ok(v.clone()),
+                Err(CallError::Remote(r)) => Err(r.clone()),
+                Err(CallError::ObjectNotFound(id)) => Err(RemoteError::ObjectNotFound(*id)),
+                Err(CallError::ObjectLost(id)) => Err(RemoteError::ObjectLost(*id)),
+                Err(_) => return result, // local failures are not results: not logged
+            };
+            if let Err(e) = p.after_outgoing(c.object, call_id, &logged).await {
+                warn!(caller = %c.object, call = %call_id, "fault policy failed after an outgoing call: {e}");
+            }
+        }
+        result
+    }
+
+    async fn request(
+        &self,
+        target: ObjectId,
+        kind: RequestKind,
+        what: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, CallError> {
+        let inner = &self.inner;
+        if inner.stopped.load(Ordering::Acquire) {
+            return Err(CallError::NodeStopped);
+        }
+        inner.counters.calls_sent.fetch_add(1, Ordering::Relaxed);
+        let id = inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&inner.pending).insert(id, tx);
+        let req = Request {
+            id,
+            origin: inner.me.clone(),
+            target,
+            hops: 0,
+            kind,
+        };
+        let cached = lock(&inner.locations).get(&target).cloned();
+        match cached {
+            Some(host) if host.id != inner.me.id => {
+                inner.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = inner.send_frame(&host, Body::Request(req.clone())).await {
+                    debug!(%target, host = %host, "cached host unreachable ({e}); routing instead");
+                    lock(&inner.locations).remove(&target);
+                    inner.peer_unreachable(host.id);
+                    inner.dispatch(req).await;
+                }
+            }
+            _ => inner.dispatch(req).await,
+        }
+        let after = timeout.unwrap_or(inner.call_timeout);
+        let reply = match tokio::time::timeout(after, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(CallError::NodeStopped),
+            Err(_) => {
+                lock(&inner.pending).remove(&id);
+                return Err(CallError::Timeout {
+                    target,
+                    method: what.to_string(),
+                    after,
+                });
+            }
+        };
+        if reply.host.id != inner.me.id {
+            let mut loc = lock(&inner.locations);
+            if loc.len() >= LOCATION_CACHE_LIMIT {
+                loc.clear();
+            }
+            loc.insert(target, reply.host.clone());
+        }
+        match reply.outcome {
+            Ok(bytes) => Ok(bytes.0),
+            Err(e) => {
+                if matches!(e, RemoteError::ObjectNotFound(_)) {
+                    lock(&inner.locations).remove(&target);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Stops the node: closes its transport, drops its objects and fails pending
+    /// calls with [`CallError::NodeStopped`]. (A graceful leave that migrates
+    /// objects away first arrives with migration.)
+    pub fn shutdown(&self) {
+        let inner = &self.inner;
+        if inner.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        lock(&inner.overlay).leave(Instant::now());
+        inner.transport.close();
+        for t in lock(&inner.tasks).drain(..) {
+            t.abort();
+        }
+        for (_, slot) in lock(&inner.objects).drain() {
+            slot.task.abort();
+        }
+        lock(&inner.pending).clear();
+    }
+
+    /// Whether [`Node::shutdown`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.me.id)
+            .field("network", &self.inner.network)
+            .finish()
+    }
+}
+
+impl NodeInner {
+    fn peer_unreachable(&self, id: NodeId) {
+        lock(&self.overlay).peer_unreachable(Instant::now(), id);
+        lock(&self.locations).retain(|_, p| p.id != id);
+        self.overlay_wake.notify_one();
+    }
+
+    async fn send_frame(&self, to: &Peer, body: Body) -> Result<(), crate::transport::TransportError> {
+        let bytes = Frame::new(body)
+            .encode()
+            .map_err(|e| crate::transport::TransportError::Other(e.to_string()))?;
+        self.transport.send(to, bytes).await
+    }
+
+    /// Delivers a request here or passes it on towards the root of its target.
+    async fn dispatch(self: &Arc<Self>, mut req: Request) {
+        if req.hops > MAX_HOPS {
+            let err = RemoteError::TooManyHops(req.hops);
+            self.reply(&req.origin, req.id, Err(err)).await;
+            return;
+        }
+        for _ in 0..MAX_SEND_ATTEMPTS {
+            // An object hosted here is served here, whoever the root is.
+            if lock(&self.objects).contains_key(&req.target) {
+                self.deliver_local(req).await;
+                return;
+            }
+            let route = lock(&self.overlay).route(req.target.key());
+            match route {
+                Route::Local => {
+                    self.deliver_local(req).await;
+                    return;
+                }
+                Route::Forward(next) if next.id == self.me.id => {
+                    self.deliver_local(req).await;
+                    return;
+                }
+                Route::Forward(next) => {
+                    req.hops += 1;
+                    trace!(target = %req.target, next = %next, hops = req.hops, "forwarding request");
+                    match self.send_frame(&next, Body::Request(req.clone())).await {
+                        Ok(()) => {
+                            if req.origin.id != self.me.id {
+                                self.counters.requests_forwarded.fetch_add(1, Ordering::Relaxed);
+                            }
+                            return;
+                        }
+                        Err(e) => {
+                            debug!(next = %next, "next hop unreachable ({e}); re-routing");
+                            req.hops -= 1;
+                            self.peer_unreachable(next.id);
+                        }
+                    }
+                }
+            }
+        }
+        let reason = format!("no reachable next hop after {MAX_SEND_ATTEMPTS} attempts");
+        self.fail_request(req, reason).await;
+    }
+
+    async fn fail_request(self: &Arc<Self>, req: Request, reason: String) {
+        let target = req.target;
+        warn!(%target, "dropping request: {reason}");
+        self.reply(&req.origin, req.id, Err(RemoteError::NoRoute { target, reason }))
+            .await;
+    }
+
+    async fn deliver_local(self: &Arc<Self>, req: Request) {
+        match req.kind {
+            RequestKind::Create {
+                type_name,
+                init,
+                policy,
+            } => {
+                let outcome = self.activate(req.target, &type_name, &init, &policy).await;
+                self.reply(&req.origin, req.id, outcome.map(|()| Vec::new())).await;
+            }
+            RequestKind::Call {
+                method,
+                args,
+                call_id,
+                oneway,
+            } => {
+                let inv = Invocation {
+                    origin: req.origin.clone(),
+                    request_id: req.id,
+                    call: IncomingCall {
+                        call_id,
+                        method,
+                        args,
+                        oneway,
+                    },
+                };
+                let sent = {
+                    let objects = lock(&self.objects);
+                    objects.get(&req.target).map(|slot| slot.inbox.send(inv).is_ok())
+                };
+                match sent {
+                    Some(true) if oneway => {
+                        // one-way: acknowledge acceptance now; the call runs in turn
+                        self.reply(&req.origin, req.id, Ok(Vec::new())).await;
+                    }
+                    Some(true) => {}
+                    Some(false) | None => {
+                        self.reply(&req.origin, req.id, Err(RemoteError::ObjectNotFound(req.target)))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn activate(
+        self: &Arc<Self>,
+        id: ObjectId,
+        type_name: &str,
+        init: &[u8],
+        policy_name: &str,
+    ) -> Result<(), RemoteError> {
+        let entry = *self.types.get(type_name).ok_or_else(|| RemoteError::UnknownType {
+            type_name: type_name.to_string(),
+            node: self.me.id,
+        })?;
+        let policy = self.policy(policy_name)?;
+        if lock(&self.objects).contains_key(&id) {
+            return Err(RemoteError::AlreadyExists(id));
+        }
+        let obj = (entry.activate)(init).map_err(|reason| RemoteError::Decode {
+            what: format!("init of {type_name}"),
+            reason,
+        })?;
+        if let Some(p) = &policy {
+            let state = obj.snapshot().map_err(|reason| RemoteError::Decode {
+                what: format!("state of {type_name}"),
+                reason,
+            })?;
+            p.on_activate(id, type_name, &state)
+                .await
+                .map_err(|e| RemoteError::PolicyRefused {
+                    policy: policy_name.to_string(),
+                    node: self.me.id,
+                    reason: e.to_string(),
+                })?;
+        }
+        self.host(id, entry, obj, policy, 0);
+        debug!(object = %id, r#type = type_name, "activated object");
+        Ok(())
+    }
+
+    fn policy(&self, name: &str) -> Result<Option<Arc<dyn FaultPolicy>>, RemoteError> {
+        match self.policies.get(name) {
+            Some(p) => Ok(Some(p.clone())),
+            None if name == crate::fault::POLICY_NONE => Ok(None),
+            None => Err(RemoteError::PolicyRefused {
+                policy: name.to_string(),
+                node: self.me.id,
+                reason: "this node does not link that policy".into(),
+            }),
+        }
+    }
+
+    fn host(
+        self: &Arc<Self>,
+        id: ObjectId,
+        entry: TypeEntry,
+        obj: Box<dyn Hosted>,
+        policy: Option<Arc<dyn FaultPolicy>>,
+        next_call_seq: u64,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let span = info_span!("object", node = %self.me.id, object = %id, r#type = entry.name);
+        let task = tokio::spawn(
+            run_object(
+                Arc::downgrade(self),
+                id,
+                entry.name,
+                obj,
+                rx,
+                policy,
+                Arc::new(AtomicU64::new(next_call_seq)),
+            )
+            .instrument(span),
+        );
+        lock(&self.objects).insert(
+            id,
+            ObjectSlot {
+                inbox: tx,
+                type_name: entry.name,
+                task,
+            },
+        );
+    }
+
+    async fn reply(&self, origin: &Peer, id: u64, outcome: Result<Vec<u8>, RemoteError>) {
+        let reply = Reply {
+            id,
+            host: self.me.clone(),
+            outcome: outcome.map(ByteVec),
+        };
+        if origin.id == self.me.id {
+            self.complete(reply);
+            return;
+        }
+        if let Err(e) = self.send_frame(origin, Body::Reply(reply)).await {
+            debug!(origin = %origin, "could not send reply: {e}");
+        }
+    }
+
+    fn complete(&self, reply: Reply) {
+        if let Some(tx) = lock(&self.pending).remove(&reply.id) {
+            let _ = tx.send(reply);
+        } else {
+            trace!(request = reply.id, "late or unknown reply dropped");
+        }
+    }
+
+    async fn handle_incoming(self: &Arc<Self>, incoming: Incoming) {
+        let frame = match Frame::decode(&incoming.frame) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(from = %incoming.from, "dropping bad frame: {e}");
+                return;
+            }
+        };
+        match frame.body {
+            Body::Overlay(bytes) => {
+                let res =
+                    lock(&self.overlay).handle_message(Instant::now(), incoming.from.clone(), &bytes);
+                if let Err(e) = res {
+                    warn!(from = %incoming.from, "overlay message refused: {e}");
+                }
+                self.overlay_wake.notify_one();
+            }
+            Body::Request(req) => self.dispatch(req).await,
+            Body::Reply(reply) => self.complete(reply),
+        }
+    }
+
+    async fn handle_event(self: &Arc<Self>, event: OverlayEvent) {
+        match event {
+            OverlayEvent::Joined => self.joined.notify_waiters(),
+            OverlayEvent::PeerFailed(id) => {
+                debug!(peer = %id, "neighbour failed");
+                lock(&self.locations).retain(|_, p| p.id != id);
+            }
+            OverlayEvent::KeysMoved { ranges, new_root } => {
+                let objects: Vec<ObjectId> = lock(&self.objects)
+                    .keys()
+                    .filter(|o| ranges.iter().any(|r| r.contains(o.key())))
+                    .copied()
+                    .collect();
+                if !objects.is_empty() {
+                    // Live migration arrives with issue 5; until then objects stay
+                    // where they are and are still found here (a node serves any
+                    // object it hosts).
+                    debug!(new_root = %new_root, count = objects.len(), "keys moved; objects stay until migration lands");
+                }
+            }
+            OverlayEvent::NeighboursChanged | OverlayEvent::Left => {}
+        }
+    }
+}
+
+async fn receive_loop(node: Weak<NodeInner>, transport: Arc<dyn Transport>) {
+    loop {
+        let incoming = match transport.recv().await {
+            Ok(i) => i,
+            Err(crate::transport::TransportError::Closed) => return,
+            Err(e) => {
+                warn!("receive failed: {e}");
+                continue;
+            }
+        };
+        let Some(inner) = node.upgrade() else { return };
+        inner.handle_incoming(incoming).await;
+    }
+}
+
+async fn overlay_loop(node: Weak<NodeInner>, wake_signal: Arc<Notify>) {
+    loop {
+        let Some(inner) = node.upgrade() else { return };
+        let (transmits, events, deadline) = {
+            let mut ov = lock(&inner.overlay);
+            let mut transmits = Vec::new();
+            while let Some(t) = ov.poll_transmit() {
+                transmits.push(t);
+            }
+            let deadline = ov.poll_timeout();
+            let mut events = Vec::new();
+            while let Some(e) = ov.poll_event() {
+                events.push(e);
+            }
+            (transmits, events, deadline)
+        };
+        for t in transmits {
+            if let Err(e) = inner.send_frame(&t.to, Body::Overlay(t.payload)).await {
+                debug!(to = %t.to, "overlay message not delivered: {e}");
+                lock(&inner.overlay).peer_unreachable(Instant::now(), t.to.id);
+            }
+        }
+        let had_events = !events.is_empty();
+        for e in events {
+            inner.handle_event(e).await;
+        }
+        if had_events {
+            continue;
+        }
+        drop(inner);
+        let wake = wake_signal.notified();
+        let fired = match deadline {
+            Some(at) => tokio::select! {
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => true,
+                _ = wake => false,
+            },
+            None => {
+                wake.await;
+                false
+            }
+        };
+        if fired {
+            let Some(inner) = node.upgrade() else { return };
+            lock(&inner.overlay).handle_timeout(Instant::now());
+        }
+    }
+}
+
+async fn run_object(
+    node: Weak<NodeInner>,
+    id: ObjectId,
+    type_name: &'static str,
+    mut obj: Box<dyn Hosted>,
+    mut inbox: mpsc::UnboundedReceiver<Invocation>,
+    policy: Option<Arc<dyn FaultPolicy>>,
+    seq: Arc<AtomicU64>,
+) {
+    while let Some(inv) = inbox.recv().await {
+        let Some(inner) = node.upgrade() else { return };
+        let call = &inv.call;
+        let admission = match &policy {
+            Some(p) => p.before_call(id, call).await.unwrap_or_else(|e| {
+                warn!(call = %call.call_id, "fault policy failed before a call: {e}; running it");
+                Admission::Run
+            }),
+            None => Admission::Run,
+        };
+        let outcome = match admission {
+            Admission::Drop => continue,
+            Admission::Answer(bytes) => Ok(bytes),
+            Admission::Run => {
+                let ctx = CallContext {
+                    node: Node {
+                        inner: inner.clone(),
+                    },
+                    object: id,
+                    seq: seq.clone(),
+                    policy: policy.clone(),
+                };
+                inner.counters.calls_served.fetch_add(1, Ordering::Relaxed);
+                let run = AssertUnwindSafe(obj.invoke(&call.method, &call.args)).catch_unwind();
+                match CURRENT.scope(ctx, run).await {
+                    Ok(r) => r,
+                    Err(panic) => {
+                        let msg = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "non-string panic payload".into());
+                        warn!(call = %call.call_id, method = %call.method, "object method panicked: {msg}");
+                        Err(RemoteError::Panicked(msg))
+                    }
+                }
+            }
+        };
+        if let Some(p) = &policy {
+            let result = outcome.as_deref().unwrap_or(&[]);
+            match p.after_call(id, call, result).await {
+                Ok(true) => match obj.snapshot() {
+                    Ok(state) => {
+                        if let Err(e) = p
+                            .checkpoint(id, type_name, &state, seq.load(Ordering::Relaxed))
+                            .await
+                        {
+                            warn!("checkpoint failed: {e}");
+                        }
+                    }
+                    Err(e) => warn!("could not serialise state for a checkpoint: {e}"),
+                },
+                Ok(false) => {}
+                Err(e) => warn!(call = %call.call_id, "fault policy failed after a call: {e}"),
+            }
+        }
+        if !call.oneway {
+            inner.reply(&inv.origin, inv.request_id, outcome).await;
+        } else if let Err(e) = outcome {
+            warn!(call = %call.call_id, method = %call.method, "one-way call failed: {e}");
+        }
+    }
+}
+
+/// Decodes a result produced by [`to_cbor`]; used by generated dispatchers.
+#[doc(hidden)]
+pub fn decode_args<A: serde::de::DeserializeOwned>(
+    type_name: &str,
+    method: &str,
+    args: &[u8],
+) -> Result<A, RemoteError> {
+    from_cbor(args).map_err(|reason| RemoteError::Decode {
+        what: format!("arguments of {type_name}.{method}"),
+        reason,
+    })
+}
+
+/// Encodes a method's result; used by generated dispatchers.
+#[doc(hidden)]
+pub fn encode_result<R: serde::Serialize>(method: &str, r: &R) -> Result<Vec<u8>, RemoteError> {
+    to_cbor(r).map_err(|reason| RemoteError::Decode {
+        what: format!("result of {method}"),
+        reason,
+    })
+}

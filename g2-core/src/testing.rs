@@ -1,0 +1,137 @@
+//! Test support: a full-membership overlay in which every node knows every other
+//! node through a shared [`Directory`].
+//!
+//! It exists to test the runtime without a real overlay. It is **not** G2's
+//! routing: it needs global knowledge, which a real P2P network never has. Use
+//! `g2-routing-pastry` or `g2-routing-chord` for anything else.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::id::{Key, NodeId, Peer};
+use crate::overlay::{Overlay, OverlayError, OverlayEvent, OverlayFactory, Route, Transmit};
+
+/// The shared membership list of a test network.
+#[derive(Clone, Default, Debug)]
+pub struct Directory {
+    members: Arc<Mutex<BTreeMap<NodeId, Peer>>>,
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An overlay factory whose nodes share this directory.
+    pub fn overlay(&self) -> FullMembership {
+        FullMembership {
+            directory: self.clone(),
+        }
+    }
+
+    /// Removes a node (as if it failed and everyone noticed at once).
+    pub fn remove(&self, id: NodeId) {
+        self.lock().remove(&id);
+    }
+
+    /// The live members.
+    pub fn members(&self) -> Vec<Peer> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// The root of `key` among the live members.
+    pub fn root(&self, key: Key) -> Option<Peer> {
+        let m = self.lock();
+        let id = key.closest(m.keys().map(|id| id.key()))?;
+        m.get(&NodeId::from_u128(id.0)).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Peer>> {
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The factory of [`FullMembershipOverlay`] (see the module docs).
+#[derive(Clone, Debug)]
+pub struct FullMembership {
+    directory: Directory,
+}
+
+impl OverlayFactory for FullMembership {
+    fn build(self: Box<Self>, local: Peer) -> Box<dyn Overlay> {
+        Box::new(FullMembershipOverlay {
+            local,
+            directory: self.directory,
+            joined: false,
+            events: VecDeque::new(),
+        })
+    }
+    fn name(&self) -> &'static str {
+        "full-membership (test support)"
+    }
+}
+
+/// A node's view of the shared directory: it routes every key straight to its
+/// root in one hop.
+#[derive(Debug)]
+pub struct FullMembershipOverlay {
+    local: Peer,
+    directory: Directory,
+    joined: bool,
+    events: VecDeque<OverlayEvent>,
+}
+
+impl Overlay for FullMembershipOverlay {
+    fn local(&self) -> Peer {
+        self.local.clone()
+    }
+    fn join(&mut self, _now: Instant, _bootstrap: Option<Peer>) {
+        self.directory
+            .lock()
+            .insert(self.local.id, self.local.clone());
+        self.joined = true;
+        self.events.push_back(OverlayEvent::Joined);
+    }
+    fn leave(&mut self, _now: Instant) {
+        self.directory.remove(self.local.id);
+        self.joined = false;
+        self.events.push_back(OverlayEvent::Left);
+    }
+    fn handle_message(&mut self, _now: Instant, from: Peer, _msg: &[u8]) -> Result<(), OverlayError> {
+        Err(OverlayError::Protocol {
+            from: from.id,
+            reason: "the full-membership overlay exchanges no messages".into(),
+        })
+    }
+    fn handle_timeout(&mut self, _now: Instant) {}
+    fn peer_unreachable(&mut self, _now: Instant, _peer: NodeId) {}
+    fn rtt_sample(&mut self, _peer: NodeId, _rtt: Duration) {}
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn poll_event(&mut self) -> Option<OverlayEvent> {
+        self.events.pop_front()
+    }
+    fn route(&self, key: Key) -> Route {
+        match self.directory.root(key) {
+            Some(p) if p.id != self.local.id => Route::Forward(p),
+            _ => Route::Local,
+        }
+    }
+    fn is_root(&self, key: Key) -> bool {
+        self.route(key) == Route::Local
+    }
+    fn replica_set(&self, key: Key, k: usize) -> Vec<Peer> {
+        let mut all = self.directory.members();
+        all.sort_by(|a, b| key.cmp_closeness(a.id.key(), b.id.key()));
+        all.into_iter().skip(1).take(k).collect()
+    }
+    fn is_joined(&self) -> bool {
+        self.joined
+    }
+}

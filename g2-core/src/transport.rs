@@ -1,0 +1,61 @@
+//! The [`Transport`] strategy: frames between nodes, with verified peer ids.
+
+use async_trait::async_trait;
+
+use crate::id::{NodeAddr, Peer};
+
+/// A frame received from a peer whose id the transport has verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// The sender.
+    pub from: Peer,
+    /// The frame's bytes (at most `wire::MAX_FRAME`).
+    pub frame: Vec<u8>,
+}
+
+/// Why a transport operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No node answers at that address (or it was killed).
+    #[error("peer {0} is unreachable")]
+    Unreachable(String),
+    /// The peer's verified id is not the one expected.
+    #[error("peer at {addr} is {actual}, not {expected}")]
+    WrongPeer {
+        /// The address.
+        addr: String,
+        /// The id that was expected.
+        expected: String,
+        /// The id it proved.
+        actual: String,
+    },
+    /// The frame exceeds the size limit.
+    #[error("frame of {0} bytes is too large")]
+    TooLarge(usize),
+    /// This endpoint is closed.
+    #[error("transport closed")]
+    Closed,
+    /// Anything else, with the reason.
+    #[error("transport error: {0}")]
+    Other(String),
+}
+
+/// Sends and receives frames (`mem` in-process, `quic` over UDP).
+///
+/// A transport verifies who it talks to: `Incoming::from` and the peer reached by
+/// `send` are proven ids, never claims. Malformed input from a peer closes that
+/// connection with a logged reason and never panics the node.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// This node's verified identity and address.
+    fn local_peer(&self) -> Peer;
+    /// Sends one frame to `to`.
+    async fn send(&self, to: &Peer, frame: Vec<u8>) -> Result<(), TransportError>;
+    /// The next frame from any peer; `Err(Closed)` when the endpoint shuts down.
+    async fn recv(&self) -> Result<Incoming, TransportError>;
+    /// Contacts `addr` and learns the verified id of the node there (to bootstrap).
+    async fn identify(&self, addr: &NodeAddr) -> Result<Peer, TransportError>;
+    /// Stops receiving; pending `recv` calls return `Closed`.
+    fn close(&self);
+}
