@@ -1,1 +1,326 @@
-fn main() {}
+//! `tsp-islands`: the G2:P2P paper's sample application (§5), an island genetic
+//! algorithm for the travelling salesman problem on TSPLIB instances.
+//!
+//! Islands are G2 objects spread over the volunteers of a network; each evolves
+//! its own population and trades its best tours with its ring neighbours by
+//! calling them directly. With a fixed seed the best tour is the same whatever the
+//! number of nodes, and the same as `--sequential` (plain Rust, no framework).
+
+mod ga;
+mod island;
+mod tsplib;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use g2::mem::MemNetwork;
+use g2::prelude::*;
+use g2::testing::Directory;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ga::{GaParams, Tour, better, run_sequential, tour_blake3};
+use crate::island::{IslandInit, IslandRef, TspIsland};
+use crate::tsplib::Instance;
+
+/// TSPLIB instances shipped inside the example.
+const EMBEDDED: &[(&str, &str)] = &[
+    ("berlin52", include_str!("../data/berlin52.tsp")),
+    ("eil51", include_str!("../data/eil51.tsp")),
+    ("st70", include_str!("../data/st70.tsp")),
+    ("ch150", include_str!("../data/ch150.tsp")),
+];
+
+/// Island GA for the TSP on a G2 network (in-process by default).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// A TSPLIB EUC_2D file, or the name of a shipped instance (berlin52, eil51, st70, ch150).
+    #[arg(long, default_value = "berlin52")]
+    instance: String,
+    /// Volunteer nodes of the in-process network.
+    #[arg(long, default_value_t = 8)]
+    nodes: usize,
+    /// Islands (distributed objects) in the ring.
+    #[arg(long, default_value_t = 8)]
+    islands: u32,
+    /// Epochs; migrants move between ring neighbours after each.
+    #[arg(long, default_value_t = 10)]
+    epochs: u32,
+    /// Generations per epoch.
+    #[arg(long, default_value_t = 20)]
+    generations: u32,
+    /// Seed of every island's random generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+    /// Draw the best tour as SVG to this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Run the same GA as plain sequential Rust, without the framework.
+    #[arg(long)]
+    sequential: bool,
+}
+
+struct Outcome {
+    tour: Tour,
+    length: u64,
+    calls: u64,
+    elapsed: Duration,
+}
+
+fn load_instance(spec: &str) -> Result<Instance, String> {
+    let path = Path::new(spec);
+    if path.exists() {
+        return tsplib::load(path).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let name = spec.trim_end_matches(".tsp");
+    match EMBEDDED.iter().find(|(n, _)| *n == name) {
+        Some((n, text)) => tsplib::parse(text).map_err(|e| format!("{n}.tsp: {e}")),
+        None => Err(format!(
+            "no file {spec:?} and no shipped instance of that name (shipped: {})",
+            EMBEDDED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+fn progress(epochs: u32, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(u64::from(epochs));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] epoch {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("evolving");
+    bar
+}
+
+async fn run_network(
+    args: &Args,
+    instance: &Instance,
+    params: GaParams,
+    bar: &ProgressBar,
+) -> Result<Outcome, String> {
+    let net = MemNetwork::new();
+    let members = Directory::new();
+    let mut nodes = Vec::new();
+    for _ in 0..args.nodes.max(1) {
+        let node = Node::builder()
+            .network("tsp.g2")
+            .overlay(members.overlay())
+            .transport(net.endpoint())
+            .register::<TspIsland>()
+            .build()
+            .await
+            .map_err(|e| format!("starting a node: {e}"))?;
+        nodes.push(node);
+    }
+    let client = &nodes[0];
+    let started = Instant::now();
+    let mut islands: Vec<IslandRef> = Vec::new();
+    for index in 0..args.islands {
+        let init = IslandInit {
+            instance: instance.clone(),
+            params,
+            seed: args.seed,
+            index,
+            islands: args.islands,
+        };
+        let isl = client
+            .create::<TspIsland>(init)
+            .await
+            .map_err(|e| format!("creating island {index}: {e}"))?;
+        islands.push(isl);
+    }
+    for isl in &islands {
+        isl.set_peers(islands.clone())
+            .await
+            .map_err(|e| format!("set_peers on {isl}: {e}"))?;
+    }
+    for isl in &islands {
+        isl.start(args.epochs)
+            .await
+            .map_err(|e| format!("start on {isl}: {e}"))?;
+    }
+    // watch progress; the result does not depend on when we look
+    let mut delay = Duration::from_millis(2);
+    loop {
+        let statuses = futures::future::try_join_all(islands.iter().map(|i| i.status()))
+            .await
+            .map_err(|e| format!("status: {e}"))?;
+        let done = statuses.iter().map(|s| s.epochs_done).min().unwrap_or(0);
+        let best = statuses.iter().map(|s| s.best_length).min().unwrap_or(0);
+        bar.set_position(u64::from(done));
+        bar.set_message(format!("best {best}"));
+        if done >= args.epochs {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+    let mut best: Option<(Tour, u64)> = None;
+    for isl in &islands {
+        let (tour, len) = isl.best().await.map_err(|e| format!("best: {e}"))?;
+        if best
+            .as_ref()
+            .is_none_or(|(bt, bl)| better((&tour, len), (bt, *bl)))
+        {
+            best = Some((tour, len));
+        }
+    }
+    let elapsed = started.elapsed();
+    let calls = nodes.iter().map(|n| n.stats().calls_sent).sum();
+    for n in &nodes {
+        n.shutdown();
+    }
+    let (tour, length) = best.ok_or("no islands")?;
+    Ok(Outcome {
+        tour,
+        length,
+        calls,
+        elapsed,
+    })
+}
+
+fn draw_svg(path: &Path, instance: &Instance, tour: &[u32], length: u64) -> Result<(), String> {
+    use plotters::prelude::*;
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in &instance.coords {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    let pad = ((x1 - x0).max(y1 - y0) * 0.05).max(1.0);
+    let root = SVGBackend::new(path, (800, 800)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("{} — tour length {length}", instance.name),
+            ("sans-serif", 20),
+        )
+        .margin(20)
+        .build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 - pad)..(y1 + pad))
+        .map_err(|e| err(&e))?;
+    let mut pts: Vec<(f64, f64)> = tour.iter().map(|&c| instance.coords[c as usize]).collect();
+    if let Some(first) = pts.first().copied() {
+        pts.push(first);
+    }
+    chart
+        .draw_series(LineSeries::new(pts.iter().copied(), &BLUE))
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, RED.filled())))
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tsp-islands: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let instance = load_instance(&args.instance)?;
+    if args.islands == 0 {
+        return Err("--islands must be at least 1".into());
+    }
+    let params = GaParams {
+        generations: args.generations,
+        ..GaParams::default()
+    };
+    let bar = progress(args.epochs, args.json);
+    let outcome = if args.sequential {
+        let started = Instant::now();
+        let m = instance.distance_matrix();
+        let (tour, length) = run_sequential(&m, params, args.islands, args.epochs, args.seed);
+        Outcome {
+            tour,
+            length,
+            calls: 0,
+            elapsed: started.elapsed(),
+        }
+    } else {
+        // a node stands for a machine: no more worker threads than nodes or cores
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.nodes.clamp(1, cores))
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting tokio: {e}"))?;
+        runtime.block_on(run_network(args, &instance, params, &bar))?
+    };
+    bar.finish_and_clear();
+    let measured = instance.tour_length(&outcome.tour);
+    if measured != outcome.length {
+        return Err(format!(
+            "internal error: the best tour measures {measured}, not the reported {}",
+            outcome.length
+        ));
+    }
+    let hash = tour_blake3(&outcome.tour);
+    let gap = instance
+        .best_known
+        .map(|b| (outcome.length as f64 - b as f64) / b as f64 * 100.0);
+    let nodes = if args.sequential { 0 } else { args.nodes.max(1) };
+    let mode = if args.sequential {
+        "sequential (no framework)".to_string()
+    } else {
+        format!("{nodes} in-process nodes")
+    };
+    println!(
+        "{}: {} cities, {} islands x {} epochs x {} generations, seed {}, {mode}",
+        instance.name,
+        instance.len(),
+        args.islands,
+        args.epochs,
+        args.generations,
+        args.seed
+    );
+    match (instance.best_known, gap) {
+        (Some(b), Some(g)) => println!(
+            "best length {} (best known {b}, gap {g:.2}%)",
+            outcome.length
+        ),
+        _ => println!("best length {}", outcome.length),
+    }
+    println!(
+        "time {:.3} s, {} remote calls, tour blake3 {hash}",
+        outcome.elapsed.as_secs_f64(),
+        outcome.calls
+    );
+    if let Some(path) = &args.svg {
+        draw_svg(path, &instance, &outcome.tour, outcome.length)?;
+        println!("tour drawn to {}", path.display());
+    }
+    if args.json {
+        let json = serde_json::json!({
+            "instance": instance.name,
+            "nodes": nodes,
+            "islands": args.islands,
+            "seed": args.seed,
+            "best_length": outcome.length,
+            "best_known": instance.best_known,
+            "gap_pct": gap,
+            "tour_blake3": hash,
+            "elapsed_ms": outcome.elapsed.as_secs_f64() * 1000.0,
+            "calls": outcome.calls,
+        });
+        println!("{json}");
+    }
+    Ok(())
+}
