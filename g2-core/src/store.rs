@@ -122,6 +122,11 @@ pub enum StoreError {
     },
 }
 
+/// Key-value pairs, in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+type Table = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
+
 /// A small synchronous KV store in named spaces.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait Store: Send + Sync + 'static {
@@ -130,8 +135,7 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a batch atomically.
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, space: Space, prefix: &[u8])
-    -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Result<Pairs, StoreError>;
 }
 
 /// Convenience writes on any store.
@@ -155,7 +159,7 @@ impl<S: Store + ?Sized> StoreExt for S {}
 /// The in-memory reference [`Store`] (the builder's default).
 #[derive(Debug, Default)]
 pub struct MemStore {
-    data: Mutex<BTreeMap<(Space, Vec<u8>), Vec<u8>>>,
+    data: Mutex<Table>,
 }
 
 impl MemStore {
@@ -164,7 +168,7 @@ impl MemStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Space, Vec<u8>), Vec<u8>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // a panic while holding this lock cannot leave the map half-written: every
         // batch is applied to a clone first
         self.data.lock().unwrap_or_else(|p| p.into_inner())
@@ -196,11 +200,7 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn scan_prefix(
-        &self,
-        space: Space,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Result<Pairs, StoreError> {
         Ok(self
             .lock()
             .range((space, prefix.to_vec())..)
@@ -226,7 +226,10 @@ mod tests {
         let scan = s.scan_prefix(Space::Log, b"obj1/").unwrap();
         assert_eq!(scan.len(), 2);
         assert_eq!(scan[1], (b"obj1/2".to_vec(), b"b".to_vec()));
-        assert_eq!(s.get(Space::Checkpoints, b"obj1").unwrap().unwrap(), b"state");
+        assert_eq!(
+            s.get(Space::Checkpoints, b"obj1").unwrap().unwrap(),
+            b"state"
+        );
         assert_eq!(s.get(Space::Log, b"obj1").unwrap(), None);
 
         let mut b = WriteBatch::new();

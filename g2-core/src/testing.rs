@@ -99,7 +99,12 @@ impl Overlay for FullMembershipOverlay {
         self.joined = false;
         self.events.push_back(OverlayEvent::Left);
     }
-    fn handle_message(&mut self, _now: Instant, from: Peer, _msg: &[u8]) -> Result<(), OverlayError> {
+    fn handle_message(
+        &mut self,
+        _now: Instant,
+        from: Peer,
+        _msg: &[u8],
+    ) -> Result<(), OverlayError> {
         Err(OverlayError::Protocol {
             from: from.id,
             reason: "the full-membership overlay exchanges no messages".into(),

@@ -97,7 +97,12 @@ impl ObjectUri {
 
 impl fmt::Display for ObjectUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME}://{}/{}", self.network, self.id.uuid().hyphenated())
+        write!(
+            f,
+            "{SCHEME}://{}/{}",
+            self.network,
+            self.id.uuid().hyphenated()
+        )
     }
 }
 
@@ -109,7 +114,9 @@ impl FromStr for ObjectUri {
             .strip_prefix("g2p2p://")
             .or_else(|| {
                 // the scheme is case-insensitive, as in the paper's `G2P2P://`
-                (s.len() >= 8 && s[..8].eq_ignore_ascii_case("g2p2p://")).then(|| &s[8..])
+                s.get(..8)
+                    .filter(|head| head.eq_ignore_ascii_case("g2p2p://"))
+                    .and_then(|_| s.get(8..))
             })
             .ok_or_else(|| UriError::Scheme { uri: s.to_string() })?;
         let (network, guid) = match rest.split_once('/') {

@@ -15,8 +15,8 @@
 
 use async_trait::async_trait;
 use g2_core::fault::{
-    Admission, FaultPolicy, IncomingCall, OutgoingCall, OutgoingDecision, POLICY_NONE,
-    PolicyError, Recovery,
+    Admission, FaultPolicy, IncomingCall, OutgoingCall, OutgoingDecision, POLICY_NONE, PolicyError,
+    Recovery,
 };
 use g2_core::{CallId, ObjectId, RemoteError};
 
@@ -35,7 +35,12 @@ impl FaultPolicy for NoFaultTolerance {
     async fn before_call(&self, _: ObjectId, _: &IncomingCall) -> Result<Admission, PolicyError> {
         Ok(Admission::Run)
     }
-    async fn after_call(&self, _: ObjectId, _: &IncomingCall, _: &[u8]) -> Result<bool, PolicyError> {
+    async fn after_call(
+        &self,
+        _: ObjectId,
+        _: &IncomingCall,
+        _: &[u8],
+    ) -> Result<bool, PolicyError> {
         Ok(false)
     }
     async fn checkpoint(&self, _: ObjectId, _: &str, _: &[u8], _: u64) -> Result<(), PolicyError> {

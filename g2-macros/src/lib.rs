@@ -21,8 +21,7 @@ use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{
-    FnArg, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, Type, parse_macro_input,
-    parse_quote,
+    FnArg, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, Type, parse_macro_input, parse_quote,
 };
 
 struct Method {
@@ -163,7 +162,8 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
                 ReturnType::Type(_, t) => quote!(#t),
             };
             f.sig.asyncness = None;
-            f.sig.output = parse_quote!(-> impl ::core::future::Future<Output = #out> + ::core::marker::Send);
+            f.sig.output =
+                parse_quote!(-> impl ::core::future::Future<Output = #out> + ::core::marker::Send);
         }
     }
     if item.colon_token.is_none() {

@@ -95,7 +95,8 @@ impl MemNetwork {
         st.next += 1;
         let addr = NodeAddr::new(format!("mem:{}", st.next));
         st.killed.remove(&id);
-        st.endpoints.insert(addr.clone(), Endpoint { id, inbox: tx });
+        st.endpoints
+            .insert(addr.clone(), Endpoint { id, inbox: tx });
         MemTransport {
             net: self.clone(),
             me: Peer::new(id, addr),
@@ -210,7 +211,12 @@ impl Transport for MemTransport {
     }
 
     async fn recv(&self) -> Result<Incoming, TransportError> {
-        self.inbox.lock().await.recv().await.ok_or(TransportError::Closed)
+        self.inbox
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(TransportError::Closed)
     }
 
     async fn identify(&self, addr: &NodeAddr) -> Result<Peer, TransportError> {
@@ -224,7 +230,8 @@ impl Transport for MemTransport {
     fn close(&self) {
         let mut st = self.net.lock();
         let me = &self.me;
-        st.endpoints.retain(|a, e| !(a == &me.addr && e.id == me.id));
+        st.endpoints
+            .retain(|a, e| !(a == &me.addr && e.id == me.id));
     }
 }
 
@@ -241,7 +248,13 @@ mod tests {
         a.send(&pb, vec![1]).await.unwrap();
         a.send(&pc, vec![2]).await.unwrap();
         assert_eq!(c.recv().await.unwrap().frame, vec![2]);
-        assert_eq!(net.stats(), MemStats { delivered: 1, dropped: 1 });
+        assert_eq!(
+            net.stats(),
+            MemStats {
+                delivered: 1,
+                dropped: 1
+            }
+        );
         net.restore(pa.id, pb.id);
         net.partition(&[vec![pa.id], vec![pb.id, pc.id]]);
         a.send(&pc, vec![3]).await.unwrap();

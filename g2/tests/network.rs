@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use g2::RemoteError;
 use g2::mem::MemNetwork;
 use g2::prelude::*;
 use g2::testing::Directory;
-use g2::RemoteError;
 use serde::{Deserialize, Serialize};
 
 #[g2::remote]
@@ -56,7 +56,9 @@ impl Cell for Counter {
     }
     async fn ping(&mut self, other: CellRef) -> Result<u64, String> {
         let me = g2::current_object().ok_or("no current object")?;
-        let me: CellRef = CellRef::from_handle(g2::ObjectHandle::new(ObjectUri::new(NET, me).map_err(|e| e.to_string())?));
+        let me: CellRef = CellRef::from_handle(g2::ObjectHandle::new(
+            ObjectUri::new(NET, me).map_err(|e| e.to_string())?,
+        ));
         other.call_back(me).await.map_err(|e| e.to_string())?
     }
     async fn call_back(&mut self, caller: CellRef) -> Result<u64, String> {
@@ -103,8 +105,15 @@ async fn two_hundred_objects_live_on_their_roots_and_answer_every_node() {
     // each object lives on the root of its GUID
     for r in &refs {
         let root = dir.root(r.id().key()).expect("root");
-        let host = nodes.iter().find(|n| n.id() == root.id).expect("root is a node");
-        assert!(host.hosted_objects().iter().any(|(id, t)| *id == r.id() && *t == "test.Counter"));
+        let host = nodes
+            .iter()
+            .find(|n| n.id() == root.id)
+            .expect("root is a node");
+        assert!(
+            host.hosted_objects()
+                .iter()
+                .any(|(id, t)| *id == r.id() && *t == "test.Counter")
+        );
     }
     let hosted: u64 = nodes.iter().map(|n| n.stats().objects_hosted).sum();
     assert_eq!(hosted, 200);
@@ -112,7 +121,12 @@ async fn two_hundred_objects_live_on_their_roots_and_answer_every_node() {
     for node in &nodes {
         for (i, r) in refs.iter().enumerate() {
             let via = node.reference::<CellRef>(r.id());
-            assert_eq!(via.get().await.unwrap(), i as u64, "object {i} from node {}", node.id());
+            assert_eq!(
+                via.get().await.unwrap(),
+                i as u64,
+                "object {i} from node {}",
+                node.id()
+            );
         }
     }
     // second round goes through the location cache
@@ -160,7 +174,11 @@ async fn a_call_cycle_ends_in_a_deadline_error_not_a_hang() {
         .await
         .unwrap_err();
     match &err {
-        CallError::Timeout { target, method, after } => {
+        CallError::Timeout {
+            target,
+            method,
+            after,
+        } => {
             assert_eq!(target, &a.id());
             assert_eq!(method, "ping");
             assert_eq!(after, &Duration::from_millis(300));
@@ -169,7 +187,10 @@ async fn a_call_cycle_ends_in_a_deadline_error_not_a_hang() {
     }
     assert!(err.to_string().contains("cycle"), "{err}");
     // once the inner calls hit their own deadline, both objects serve again
-    assert_eq!(a.with_timeout(Duration::from_secs(5)).get().await.unwrap(), 7);
+    assert_eq!(
+        a.with_timeout(Duration::from_secs(5)).get().await.unwrap(),
+        7
+    );
     assert_eq!(b.get().await.unwrap(), 0);
 }
 
@@ -188,7 +209,10 @@ async fn unknown_objects_types_and_methods_get_clear_errors() {
         matches!(&err, CallError::Remote(RemoteError::UnknownType { type_name, .. }) if type_name == "no.such.Type"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("unknown object type \"no.such.Type\""));
+    assert!(
+        err.to_string()
+            .contains("unknown object type \"no.such.Type\"")
+    );
 
     let c: CellRef = nodes[0].create::<Counter>(0).await.unwrap();
     let err = nodes[9]
@@ -199,10 +223,19 @@ async fn unknown_objects_types_and_methods_get_clear_errors() {
 
     // arguments of the wrong shape are a decode error, and the object survives
     let err = nodes[9]
-        .call_raw(c.id(), "add", g2::wire::to_cbor(&("text",)).unwrap(), false, None)
+        .call_raw(
+            c.id(),
+            "add",
+            g2::wire::to_cbor(&("text",)).unwrap(),
+            false,
+            None,
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, CallError::Remote(RemoteError::Decode { .. })), "{err:?}");
+    assert!(
+        matches!(err, CallError::Remote(RemoteError::Decode { .. })),
+        "{err:?}"
+    );
 
     // a panicking method is reported, and the object keeps serving
     let err = c.boom().await.unwrap_err();
@@ -223,7 +256,11 @@ async fn a_killed_node_makes_its_objects_unreachable_not_a_hang() {
     let via = client.reference::<CellRef>(c.id());
     assert_eq!(via.get().await.unwrap(), 3);
     net.kill(host.id);
-    let err = via.with_timeout(Duration::from_secs(2)).get().await.unwrap_err();
+    let err = via
+        .with_timeout(Duration::from_secs(2))
+        .get()
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, CallError::Unreachable { target, .. } if target == c.id()),
         "{err:?}"

@@ -132,7 +132,9 @@ impl TspIsland {
                         continue;
                     };
                     // one-way: a neighbour busy with its own epoch must not block us
-                    if let Err(e) = peer.receive_migrants(epoch, self.index(), out.clone()).await
+                    if let Err(e) = peer
+                        .receive_migrants(epoch, self.index(), out.clone())
+                        .await
                     {
                         eprintln!("island {}: migrants to island {n} lost: {e}", self.index());
                     }
@@ -212,7 +214,11 @@ mod tests {
         let mut left = MockIslandClient::new();
         for peer in [&mut right, &mut left] {
             peer.expect_receive_migrants()
-                .with(eq(0), eq(0), mockall::predicate::function(|t: &Vec<Tour>| !t.is_empty()))
+                .with(
+                    eq(0),
+                    eq(0),
+                    mockall::predicate::function(|t: &Vec<Tour>| !t.is_empty()),
+                )
                 .times(1)
                 .returning(|_, _, _| Ok(()));
         }

@@ -82,7 +82,11 @@ fn load_instance(spec: &str) -> Result<Instance, String> {
         Some((n, text)) => tsplib::parse(text).map_err(|e| format!("{n}.tsp: {e}")),
         None => Err(format!(
             "no file {spec:?} and no shipped instance of that name (shipped: {})",
-            EMBEDDED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            EMBEDDED
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
@@ -276,7 +280,11 @@ fn run(args: &Args) -> Result<(), String> {
     let gap = instance
         .best_known
         .map(|b| (outcome.length as f64 - b as f64) / b as f64 * 100.0);
-    let nodes = if args.sequential { 0 } else { args.nodes.max(1) };
+    let nodes = if args.sequential {
+        0
+    } else {
+        args.nodes.max(1)
+    };
     let mode = if args.sequential {
         "sequential (no framework)".to_string()
     } else {

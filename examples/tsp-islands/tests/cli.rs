@@ -26,14 +26,28 @@ fn json(args: &[&str]) -> serde_json::Value {
 /// Parameters short enough that the optimum is not reached, so the tour depends on
 /// every island's whole history, migrations included.
 const SHORT: &[&str] = &[
-    "--instance", "ch150", "--islands", "5", "--epochs", "3", "--generations", "1", "--seed", "2",
+    "--instance",
+    "ch150",
+    "--islands",
+    "5",
+    "--epochs",
+    "3",
+    "--generations",
+    "1",
+    "--seed",
+    "2",
 ];
 
 #[test]
 fn the_same_seed_gives_the_same_tour_on_1_4_16_nodes_and_sequentially() {
     let mut hashes = Vec::new();
     let mut lengths = Vec::new();
-    for extra in [&["--nodes", "1"][..], &["--nodes", "4"], &["--nodes", "16"], &["--sequential"]] {
+    for extra in [
+        &["--nodes", "1"][..],
+        &["--nodes", "4"],
+        &["--nodes", "16"],
+        &["--sequential"],
+    ] {
         let mut args = SHORT.to_vec();
         args.extend_from_slice(extra);
         let v = json(&args);
@@ -50,8 +64,16 @@ fn the_json_line_holds_the_documented_fields() {
     args.extend_from_slice(&["--nodes", "3"]);
     let v = json(&args);
     for key in [
-        "instance", "nodes", "islands", "seed", "best_length", "best_known", "gap_pct",
-        "tour_blake3", "elapsed_ms", "calls",
+        "instance",
+        "nodes",
+        "islands",
+        "seed",
+        "best_length",
+        "best_known",
+        "gap_pct",
+        "tour_blake3",
+        "elapsed_ms",
+        "calls",
     ] {
         assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
@@ -62,7 +84,10 @@ fn the_json_line_holds_the_documented_fields() {
     let len = v["best_length"].as_f64().unwrap();
     let gap = v["gap_pct"].as_f64().unwrap();
     assert!((gap - (len - 6528.0) / 6528.0 * 100.0).abs() < 1e-9);
-    assert!(v["calls"].as_u64().unwrap() >= 5 * 3, "islands were called: {v}");
+    assert!(
+        v["calls"].as_u64().unwrap() >= 5 * 3,
+        "islands were called: {v}"
+    );
     assert_eq!(v["tour_blake3"].as_str().unwrap().len(), 64);
 }
 
@@ -91,7 +116,10 @@ fn a_bad_instance_file_names_its_line() {
     assert!(stderr.contains("line 7"), "{stderr}");
     let (ok, _, stderr) = run(&["--instance", "no-such-instance"]);
     assert!(!ok);
-    assert!(stderr.contains("berlin52"), "lists the shipped instances: {stderr}");
+    assert!(
+        stderr.contains("berlin52"),
+        "lists the shipped instances: {stderr}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -99,13 +127,23 @@ fn a_bad_instance_file_names_its_line() {
 fn svg_output_draws_the_tour() {
     let path = std::env::temp_dir().join(format!("tsp-islands-{}.svg", std::process::id()));
     let (ok, stdout, stderr) = run(&[
-        "--instance", "eil51", "--epochs", "1", "--generations", "1", "--sequential", "--svg",
+        "--instance",
+        "eil51",
+        "--epochs",
+        "1",
+        "--generations",
+        "1",
+        "--sequential",
+        "--svg",
         path.to_str().unwrap(),
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("tour drawn to"));
     let svg = std::fs::read_to_string(&path).unwrap();
-    assert!(svg.starts_with("<svg") || svg.contains("<svg"), "an SVG document");
+    assert!(
+        svg.starts_with("<svg") || svg.contains("<svg"),
+        "an SVG document"
+    );
     assert!(svg.contains("eil51"));
     std::fs::remove_file(&path).ok();
 }

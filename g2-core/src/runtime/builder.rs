@@ -177,10 +177,17 @@ impl NodeBuilder<WithNetwork, WithOverlay, WithTransport> {
         }
         let transport = self.transport.0;
         let bootstrap = match opts.bootstrap {
-            Some(addr) => Some(transport.identify(&addr).await.map_err(|e| BuildError::Bootstrap {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?),
+            Some(addr) => {
+                Some(
+                    transport
+                        .identify(&addr)
+                        .await
+                        .map_err(|e| BuildError::Bootstrap {
+                            addr: addr.to_string(),
+                            reason: e.to_string(),
+                        })?,
+                )
+            }
             None => None,
         };
         let factory = self.overlay.0;

@@ -56,7 +56,9 @@ pub enum CallError {
     #[error(transparent)]
     Remote(RemoteError),
     /// The proxy is bound to no node and is not used inside a hosted object.
-    #[error("no G2 node to call through: bind the reference to a node or call from inside an object")]
+    #[error(
+        "no G2 node to call through: bind the reference to a node or call from inside an object"
+    )]
     NoRuntime,
     /// The proxy's network differs from the node's.
     #[error("{object} is not on this node's network {node_network:?}")]

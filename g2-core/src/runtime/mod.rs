@@ -5,3 +5,5 @@ pub(crate) mod context;
 pub(crate) mod error;
 pub(crate) mod node;
 pub(crate) mod object;
+#[cfg(test)]
+mod tests;

@@ -163,9 +163,13 @@ impl Node {
         });
         let node = Node { inner };
         let span = info_span!("node", id = %me.id);
-        let recv = tokio::spawn(receive_loop(Arc::downgrade(&node.inner), node.inner.transport.clone()).instrument(span.clone()));
+        let recv = tokio::spawn(
+            receive_loop(Arc::downgrade(&node.inner), node.inner.transport.clone())
+                .instrument(span.clone()),
+        );
         let drive = tokio::spawn(
-            overlay_loop(Arc::downgrade(&node.inner), node.inner.overlay_wake.clone()).instrument(span),
+            overlay_loop(Arc::downgrade(&node.inner), node.inner.overlay_wake.clone())
+                .instrument(span),
         );
         lock(&node.inner.tasks).extend([recv, drive]);
 
@@ -323,7 +327,9 @@ impl Node {
             match p.before_outgoing(c.object, &out).await {
                 Ok(OutgoingDecision::Send) => {}
                 Ok(OutgoingDecision::Answer(r)) => return r.map_err(CallError::from),
-                Err(e) => warn!(caller = %c.object, call = %call_id, "fault policy failed before an outgoing call: {e}"),
+                Err(e) => {
+                    warn!(caller = %c.object, call = %call_id, "fault policy failed before an outgoing call: {e}")
+                }
             }
         }
         let kind = RequestKind::Call {
@@ -455,7 +461,11 @@ impl NodeInner {
         self.overlay_wake.notify_one();
     }
 
-    async fn send_frame(&self, to: &Peer, body: Body) -> Result<(), crate::transport::TransportError> {
+    async fn send_frame(
+        &self,
+        to: &Peer,
+        body: Body,
+    ) -> Result<(), crate::transport::TransportError> {
         let bytes = Frame::new(body)
             .encode()
             .map_err(|e| crate::transport::TransportError::Other(e.to_string()))?;
@@ -491,7 +501,9 @@ impl NodeInner {
                     match self.send_frame(&next, Body::Request(req.clone())).await {
                         Ok(()) => {
                             if req.origin.id != self.me.id {
-                                self.counters.requests_forwarded.fetch_add(1, Ordering::Relaxed);
+                                self.counters
+                                    .requests_forwarded
+                                    .fetch_add(1, Ordering::Relaxed);
                             }
                             return;
                         }
@@ -511,8 +523,12 @@ impl NodeInner {
     async fn fail_request(self: &Arc<Self>, req: Request, reason: String) {
         let target = req.target;
         warn!(%target, "dropping request: {reason}");
-        self.reply(&req.origin, req.id, Err(RemoteError::NoRoute { target, reason }))
-            .await;
+        self.reply(
+            &req.origin,
+            req.id,
+            Err(RemoteError::NoRoute { target, reason }),
+        )
+        .await;
     }
 
     async fn deliver_local(self: &Arc<Self>, req: Request) {
@@ -523,7 +539,8 @@ impl NodeInner {
                 policy,
             } => {
                 let outcome = self.activate(req.target, &type_name, &init, &policy).await;
-                self.reply(&req.origin, req.id, outcome.map(|()| Vec::new())).await;
+                self.reply(&req.origin, req.id, outcome.map(|()| Vec::new()))
+                    .await;
             }
             RequestKind::Call {
                 method,
@@ -543,7 +560,9 @@ impl NodeInner {
                 };
                 let sent = {
                     let objects = lock(&self.objects);
-                    objects.get(&req.target).map(|slot| slot.inbox.send(inv).is_ok())
+                    objects
+                        .get(&req.target)
+                        .map(|slot| slot.inbox.send(inv).is_ok())
                 };
                 match sent {
                     Some(true) if oneway => {
@@ -552,8 +571,12 @@ impl NodeInner {
                     }
                     Some(true) => {}
                     Some(false) | None => {
-                        self.reply(&req.origin, req.id, Err(RemoteError::ObjectNotFound(req.target)))
-                            .await;
+                        self.reply(
+                            &req.origin,
+                            req.id,
+                            Err(RemoteError::ObjectNotFound(req.target)),
+                        )
+                        .await;
                     }
                 }
             }
@@ -567,10 +590,13 @@ impl NodeInner {
         init: &[u8],
         policy_name: &str,
     ) -> Result<(), RemoteError> {
-        let entry = *self.types.get(type_name).ok_or_else(|| RemoteError::UnknownType {
-            type_name: type_name.to_string(),
-            node: self.me.id,
-        })?;
+        let entry = *self
+            .types
+            .get(type_name)
+            .ok_or_else(|| RemoteError::UnknownType {
+                type_name: type_name.to_string(),
+                node: self.me.id,
+            })?;
         let policy = self.policy(policy_name)?;
         if lock(&self.objects).contains_key(&id) {
             return Err(RemoteError::AlreadyExists(id));
@@ -674,8 +700,11 @@ impl NodeInner {
         };
         match frame.body {
             Body::Overlay(bytes) => {
-                let res =
-                    lock(&self.overlay).handle_message(Instant::now(), incoming.from.clone(), &bytes);
+                let res = lock(&self.overlay).handle_message(
+                    Instant::now(),
+                    incoming.from.clone(),
+                    &bytes,
+                );
                 if let Err(e) = res {
                     warn!(from = %incoming.from, "overlay message refused: {e}");
                 }

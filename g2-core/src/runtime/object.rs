@@ -222,13 +222,16 @@ impl<T: Object> Hosted for HostedObject<T> {
     }
 }
 
+/// Builds a hosted object from CBOR bytes (an init value or a saved state).
+pub(crate) type Builder = fn(&[u8]) -> Result<Box<dyn Hosted>, String>;
+
 /// How a node builds objects of one registered type.
 #[derive(Clone, Copy)]
 pub(crate) struct TypeEntry {
     pub(crate) name: &'static str,
-    pub(crate) activate: fn(&[u8]) -> Result<Box<dyn Hosted>, String>,
+    pub(crate) activate: Builder,
     #[allow(dead_code)] // used by recovery and migration (issues 5 and 6)
-    pub(crate) restore: fn(&[u8]) -> Result<Box<dyn Hosted>, String>,
+    pub(crate) restore: Builder,
 }
 
 impl TypeEntry {
