@@ -38,4 +38,4 @@ test: deps fmt clippy
 
 bench: deps
 	$(CARGO) bench -p g2 --bench call_round_trip
-	$(CARGO) run --release -p tsp-islands --bin overhead -- --json
+	$(CARGO) run --release -p tsp-islands -- --overhead --nodes 1 --instance ch150 --repeat 7 --json

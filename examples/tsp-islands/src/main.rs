@@ -63,6 +63,14 @@ struct Args {
     /// Run the same GA as plain sequential Rust, without the framework.
     #[arg(long)]
     sequential: bool,
+    /// Benchmark: alternate `--sequential` and the in-process network (`--nodes`,
+    /// default 1 for this) `--repeat` times and print the median wall times and
+    /// their ratio (the framework's overhead).
+    #[arg(long, conflicts_with_all = ["sequential", "svg"])]
+    overhead: bool,
+    /// Repetitions of each side for `--overhead`.
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
 }
 
 struct Outcome {
@@ -238,6 +246,86 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_once(
+    args: &Args,
+    sequential: bool,
+    instance: &Instance,
+    params: GaParams,
+    bar: &ProgressBar,
+) -> Result<Outcome, String> {
+    if sequential {
+        let started = Instant::now();
+        let m = instance.distance_matrix();
+        let (tour, length) = run_sequential(&m, params, args.islands, args.epochs, args.seed);
+        return Ok(Outcome {
+            tour,
+            length,
+            calls: 0,
+            elapsed: started.elapsed(),
+        });
+    }
+    // a node stands for a machine: no more worker threads than nodes or cores
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.nodes.clamp(1, cores))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting tokio: {e}"))?;
+    runtime.block_on(run_network(args, instance, params, bar))
+}
+
+fn median_ms(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `--overhead`: the framework against plain sequential Rust, same parameters,
+/// alternating so both see the same machine conditions.
+fn overhead(args: &Args, instance: &Instance, params: GaParams) -> Result<(), String> {
+    let hidden = ProgressBar::hidden();
+    let (mut seq, mut net) = (Vec::new(), Vec::new());
+    let mut hashes = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        let s = run_once(args, true, instance, params, &hidden)?;
+        let n = run_once(args, false, instance, params, &hidden)?;
+        seq.push(s.elapsed.as_secs_f64() * 1000.0);
+        net.push(n.elapsed.as_secs_f64() * 1000.0);
+        hashes.push((tour_blake3(&s.tour), tour_blake3(&n.tour)));
+    }
+    if hashes.iter().any(|(a, b)| a != b) {
+        return Err("the network run and the sequential run found different tours".into());
+    }
+    let (s, n) = (median_ms(seq), median_ms(net));
+    println!(
+        "{}: {} islands x {} epochs x {} generations, {} repeats: sequential {s:.1} ms, {} in-process node(s) {n:.1} ms, ratio {:.3}",
+        instance.name,
+        args.islands,
+        args.epochs,
+        args.generations,
+        args.repeat.max(1),
+        args.nodes.max(1),
+        n / s
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "experiment": "overhead",
+                "instance": instance.name,
+                "nodes": args.nodes.max(1),
+                "islands": args.islands,
+                "epochs": args.epochs,
+                "generations": args.generations,
+                "repeat": args.repeat.max(1),
+                "sequential_ms": s,
+                "network_ms": n,
+                "ratio": n / s,
+            })
+        );
+    }
+    Ok(())
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let instance = load_instance(&args.instance)?;
     if args.islands == 0 {
@@ -247,27 +335,11 @@ fn run(args: &Args) -> Result<(), String> {
         generations: args.generations,
         ..GaParams::default()
     };
+    if args.overhead {
+        return overhead(args, &instance, params);
+    }
     let bar = progress(args.epochs, args.json);
-    let outcome = if args.sequential {
-        let started = Instant::now();
-        let m = instance.distance_matrix();
-        let (tour, length) = run_sequential(&m, params, args.islands, args.epochs, args.seed);
-        Outcome {
-            tour,
-            length,
-            calls: 0,
-            elapsed: started.elapsed(),
-        }
-    } else {
-        // a node stands for a machine: no more worker threads than nodes or cores
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.nodes.clamp(1, cores))
-            .enable_all()
-            .build()
-            .map_err(|e| format!("starting tokio: {e}"))?;
-        runtime.block_on(run_network(args, &instance, params, &bar))?
-    };
+    let outcome = run_once(args, args.sequential, &instance, params, &bar)?;
     bar.finish_and_clear();
     let measured = instance.tour_length(&outcome.tour);
     if measured != outcome.length {
