@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::id::{NodeAddr, Peer};
+use crate::id::{NodeAddr, NodeId, Peer};
 
 /// A frame received from a peer whose id the transport has verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +56,10 @@ pub trait Transport: Send + Sync + 'static {
     async fn recv(&self) -> Result<Incoming, TransportError>;
     /// Contacts `addr` and learns the verified id of the node there (to bootstrap).
     async fn identify(&self, addr: &NodeAddr) -> Result<Peer, TransportError>;
+    /// Drops the connection to `peer` because it misbehaved (sent a malformed
+    /// frame, say); the transport logs `reason`. Later frames from a new connection
+    /// are accepted again.
+    fn disconnect(&self, peer: NodeId, reason: &str);
     /// Stops receiving; pending `recv` calls return `Closed`.
     fn close(&self);
 }

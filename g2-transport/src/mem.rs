@@ -62,6 +62,8 @@ pub struct MemStats {
     pub delivered: u64,
     /// Frames lost to a cut link or a partition.
     pub dropped: u64,
+    /// Peers disconnected for misbehaving.
+    pub disconnects: u64,
 }
 
 /// An in-process network; cheap to clone (clones share the network).
@@ -70,6 +72,7 @@ pub struct MemNetwork {
     state: Arc<Mutex<State>>,
     delivered: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    disconnects: Arc<AtomicU64>,
 }
 
 impl MemNetwork {
@@ -150,6 +153,7 @@ impl MemNetwork {
         MemStats {
             delivered: self.delivered.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            disconnects: self.disconnects.load(Ordering::Relaxed),
         }
     }
 
@@ -227,6 +231,12 @@ impl Transport for MemTransport {
         }
     }
 
+    fn disconnect(&self, peer: NodeId, reason: &str) {
+        // channels have no connection to drop: record the verdict and carry on
+        tracing::warn!(node = %self.me.id, %peer, "peer disconnected: {reason}");
+        self.net.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn close(&self) {
         let mut st = self.net.lock();
         let me = &self.me;
@@ -252,7 +262,8 @@ mod tests {
             net.stats(),
             MemStats {
                 delivered: 1,
-                dropped: 1
+                dropped: 1,
+                disconnects: 0
             }
         );
         net.restore(pa.id, pb.id);

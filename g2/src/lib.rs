@@ -46,9 +46,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Features: `mem` (in-process transport, default), `mock` (mockall mocks of the
+//! Features: `mem` (in-process transport, default), `quic` (QUIC transport,
+//! default), `mock` (mockall mocks of the
 //! strategy traits), `test-support` (a full-membership overlay for tests). The
-//! `pastry`, `chord`, `quic`, `ft-local` and `ft-replicated` features arrive with
+//! `pastry`, `chord`, `ft-local` and `ft-replicated` features arrive with
 //! their crates.
 
 pub use g2_core::{
@@ -68,6 +69,12 @@ pub use g2_ft_none::NoFaultTolerance;
 #[cfg(feature = "mem")]
 pub mod mem {
     pub use g2_transport::mem::*;
+}
+
+/// QUIC over UDP with self-certifying node ids (quinn + rustls).
+#[cfg(feature = "quic")]
+pub mod quic {
+    pub use g2_transport::quic::*;
 }
 
 /// Test support: a full-membership overlay (not a product overlay).

@@ -694,7 +694,9 @@ impl NodeInner {
         let frame = match Frame::decode(&incoming.frame) {
             Ok(f) => f,
             Err(e) => {
-                warn!(from = %incoming.from, "dropping bad frame: {e}");
+                let reason = format!("malformed frame: {e}");
+                warn!(from = %incoming.from, "{reason}; disconnecting the peer");
+                self.transport.disconnect(incoming.from.id, &reason);
                 return;
             }
         };

@@ -319,6 +319,11 @@ async fn garbage_from_a_peer_is_dropped_and_the_node_keeps_serving() {
         },
     ];
     let mut t = transport(me, frames);
+    let liar = remote.id;
+    t.expect_disconnect()
+        .withf(move |id, reason| *id == liar && reason.contains("malformed"))
+        .times(1)
+        .return_const(());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = Mutex::new(Some(tx));
     let expected = remote.clone();
@@ -346,7 +351,7 @@ async fn garbage_from_a_peer_is_dropped_and_the_node_keeps_serving() {
         .expect("a reply is sent")
         .unwrap();
 
-    // then the garbage is ignored and the activation succeeds and is acknowledged
+    // then the garbage gets its sender disconnected, and the activation succeeds and is acknowledged
     let Ok(Frame {
         body: Body::Reply(reply),
         ..

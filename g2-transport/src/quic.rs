@@ -1,0 +1,726 @@
+//! The QUIC transport (quinn + rustls) with self-certifying node ids.
+//!
+//! * Each node has an Ed25519 key pair kept in its data dir ([`NodeKey`]); its
+//!   [`NodeId`] is the first 128 bits of blake3 of its public key (the DER
+//!   SubjectPublicKeyInfo). Certificates are self-signed (rcgen).
+//! * Both sides present certificates. A client that dials a peer expecting id X
+//!   refuses a server whose key does not hash to X; a server learns the client's id
+//!   from the client's key. Nobody can claim an id without its private key.
+//! * The network name is the ALPN protocol (`g2/<network>`), so a node of another
+//!   network fails the handshake.
+//! * One connection per peer, reused; frames travel on a long-lived unidirectional
+//!   stream per direction as a 4-byte big-endian length and the bytes. A frame over
+//!   [`MAX_FRAME`] closes the connection with a logged reason; so does a peer the
+//!   runtime reports as misbehaving ([`Transport::disconnect`]). Streams per peer
+//!   are bounded, and a bounded inbox applies back-pressure through QUIC flow
+//!   control.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use g2_core::transport::{Incoming, Transport, TransportError};
+use g2_core::wire::MAX_FRAME;
+use g2_core::{NodeAddr, NodeId, Peer};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, info, warn};
+
+/// Application error code sent when closing a connection to a misbehaving peer.
+pub const CLOSE_MISBEHAVING: u32 = 1;
+/// Application error code of an orderly shutdown.
+pub const CLOSE_SHUTDOWN: u32 = 0;
+
+/// Why the QUIC transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    /// Reading or writing the key file failed.
+    #[error("node key {path}: {reason}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// TLS or QUIC configuration failed.
+    #[error("QUIC configuration: {0}")]
+    Config(String),
+    /// Binding the UDP socket failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The id that a public key (DER SubjectPublicKeyInfo) certifies.
+pub fn node_id_of_public_key(spki_der: &[u8]) -> NodeId {
+    let hash = blake3::hash(spki_der);
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&hash.as_bytes()[..16]);
+    NodeId::from_u128(u128::from_be_bytes(b))
+}
+
+/// The id that a certificate's key certifies.
+pub fn node_id_of_certificate(cert: &CertificateDer<'_>) -> Result<NodeId, String> {
+    let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| format!("bad certificate: {e}"))?;
+    Ok(node_id_of_public_key(ee.subject_public_key_info().as_ref()))
+}
+
+/// A node's key pair, and the self-signed certificate that presents it.
+pub struct NodeKey {
+    pkcs8: Vec<u8>,
+    cert: CertificateDer<'static>,
+    id: NodeId,
+}
+
+impl std::fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeKey {
+    /// A fresh Ed25519 key.
+    pub fn generate() -> Result<Self, QuicError> {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+            .map_err(|e| QuicError::Config(format!("generating a key: {e}")))?;
+        Self::from_key_pair(kp)
+    }
+
+    fn from_key_pair(kp: rcgen::KeyPair) -> Result<Self, QuicError> {
+        let id = node_id_of_public_key(&kp.public_key_der());
+        let params = rcgen::CertificateParams::new(vec![format!("{:032x}.id.g2", id.as_u128())])
+            .map_err(|e| QuicError::Config(format!("certificate parameters: {e}")))?;
+        let cert = params
+            .self_signed(&kp)
+            .map_err(|e| QuicError::Config(format!("self-signing: {e}")))?;
+        Ok(Self {
+            pkcs8: kp.serialize_der(),
+            cert: cert.der().clone(),
+            id,
+        })
+    }
+
+    /// Loads the key in `dir/node.key`, creating the directory and a new key when
+    /// there is none. The same data dir always gives the same node id.
+    pub fn load_or_create(dir: &Path) -> Result<Self, QuicError> {
+        let path = dir.join("node.key");
+        let err = |reason: String| QuicError::Key {
+            path: path.display().to_string(),
+            reason,
+        };
+        if path.exists() {
+            let pem = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+            let kp = rcgen::KeyPair::from_pem(&pem)
+                .map_err(|e| err(format!("not a private key in PEM: {e}")))?;
+            return Self::from_key_pair(kp);
+        }
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("creating the data dir: {e}")))?;
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+            .map_err(|e| err(format!("generating: {e}")))?;
+        let tmp = dir.join("node.key.tmp");
+        std::fs::write(&tmp, kp.serialize_pem()).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))?;
+        Self::from_key_pair(kp)
+    }
+
+    /// The node id this key certifies.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8.clone()))
+    }
+}
+
+/// The ALPN protocol of a network.
+pub fn alpn(network: &str) -> Vec<u8> {
+    format!("g2/{network}").into_bytes()
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Server name under which a client expects node `id` (checked by the verifier).
+fn server_name_for(id: Option<NodeId>) -> String {
+    match id {
+        Some(id) => format!("{:032x}.id.g2", id.as_u128()),
+        None => "unknown.id.g2".to_string(),
+    }
+}
+
+fn expected_id(name: &ServerName<'_>) -> Option<NodeId> {
+    let ServerName::DnsName(dns) = name else {
+        return None;
+    };
+    let hex = dns.as_ref().strip_suffix(".id.g2")?;
+    u128::from_str_radix(hex, 16).ok().map(NodeId::from_u128)
+}
+
+/// Accepts any self-signed certificate whose key hashes to the expected node id
+/// (when one is expected). Possession of the key is proven by the TLS handshake
+/// signature, which is verified normally.
+#[derive(Debug)]
+struct SelfCertifyingServer {
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for SelfCertifyingServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let actual = node_id_of_certificate(end_entity).map_err(rustls::Error::General)?;
+        match expected_id(server_name) {
+            Some(expected) if expected != actual => Err(rustls::Error::General(format!(
+                "peer key hashes to {actual}, not the claimed {expected}"
+            ))),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// Requires a client certificate (any self-signed one: the id comes from its key).
+#[derive(Debug)]
+struct SelfCertifyingClient {
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for SelfCertifyingClient {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        node_id_of_certificate(end_entity).map_err(rustls::Error::General)?;
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+fn transport_config(max_streams: u32) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_uni_streams(max_streams.into());
+    t.max_concurrent_bidi_streams(0u8.into());
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    Arc::new(t)
+}
+
+/// The client side of a node's TLS: presents `key`, expects peers of `network`.
+pub fn client_config(network: &str, key: &NodeKey) -> Result<quinn::ClientConfig, QuicError> {
+    let p = provider();
+    let algs = p.signature_verification_algorithms;
+    let mut tls = rustls::ClientConfig::builder_with_provider(p)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| QuicError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SelfCertifyingServer { algs }))
+        .with_client_auth_cert(vec![key.cert.clone()], key.private_key())
+        .map_err(|e| QuicError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![alpn(network)];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport_config(8));
+    Ok(cfg)
+}
+
+/// The server side of a node's TLS: presents `key`, admits peers of `network`.
+pub fn server_config(
+    network: &str,
+    key: &NodeKey,
+    max_streams: u32,
+) -> Result<quinn::ServerConfig, QuicError> {
+    let p = provider();
+    let algs = p.signature_verification_algorithms;
+    let mut tls = rustls::ServerConfig::builder_with_provider(p)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| QuicError::Config(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(SelfCertifyingClient { algs }))
+        .with_single_cert(vec![key.cert.clone()], key.private_key())
+        .map_err(|e| QuicError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![alpn(network)];
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(transport_config(max_streams));
+    Ok(cfg)
+}
+
+/// Settings of a [`QuicTransport`].
+#[derive(Debug)]
+pub struct QuicConfig {
+    /// The network name (checked through ALPN).
+    pub network: String,
+    /// The UDP address to listen on (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The node's key.
+    pub key: NodeKey,
+    /// Most concurrent streams a peer may open to this node.
+    pub max_streams_per_peer: u32,
+    /// Frames buffered for the runtime before readers stop reading.
+    pub inbox_capacity: usize,
+}
+
+impl QuicConfig {
+    /// Defaults for `network` on `listen` with `key`.
+    pub fn new(network: impl Into<String>, listen: SocketAddr, key: NodeKey) -> Self {
+        Self {
+            network: network.into(),
+            listen,
+            key,
+            max_streams_per_peer: 4,
+            inbox_capacity: 4096,
+        }
+    }
+}
+
+struct Conn {
+    conn: quinn::Connection,
+    send: Arc<tokio::sync::Mutex<Option<quinn::SendStream>>>,
+}
+
+/// A record of a peer this node disconnected, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disconnection {
+    /// The peer (its verified id).
+    pub peer: NodeId,
+    /// The logged reason.
+    pub reason: String,
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    me: Peer,
+    client: quinn::ClientConfig,
+    conns: Mutex<HashMap<NodeId, Conn>>,
+    inbox_tx: mpsc::Sender<Incoming>,
+    inbox_rx: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
+    closed: AtomicBool,
+    closing: Notify,
+    disconnections: Mutex<Vec<Disconnection>>,
+}
+
+/// A node's QUIC endpoint; cheap to clone (clones share the endpoint).
+#[derive(Clone)]
+pub struct QuicTransport {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // short critical sections that leave the maps consistent
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn peer_id(conn: &quinn::Connection) -> Result<NodeId, String> {
+    let identity = conn.peer_identity().ok_or("no peer certificate")?;
+    let certs = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| "unexpected peer identity type".to_string())?;
+    let cert = certs.first().ok_or("empty certificate chain")?;
+    node_id_of_certificate(cert)
+}
+
+impl QuicTransport {
+    /// Binds the UDP socket and starts accepting peers. Must run inside tokio.
+    pub async fn bind(cfg: QuicConfig) -> Result<Self, QuicError> {
+        let server = server_config(&cfg.network, &cfg.key, cfg.max_streams_per_peer)?;
+        let client = client_config(&cfg.network, &cfg.key)?;
+        let endpoint =
+            quinn::Endpoint::server(server, cfg.listen).map_err(|e| QuicError::Bind {
+                addr: cfg.listen,
+                reason: e.to_string(),
+            })?;
+        let local = endpoint.local_addr().map_err(|e| QuicError::Bind {
+            addr: cfg.listen,
+            reason: e.to_string(),
+        })?;
+        let (tx, rx) = mpsc::channel(cfg.inbox_capacity.max(1));
+        let inner = Arc::new(Inner {
+            endpoint,
+            me: Peer::new(cfg.key.id(), NodeAddr::new(local.to_string())),
+            client,
+            conns: Mutex::new(HashMap::new()),
+            inbox_tx: tx,
+            inbox_rx: tokio::sync::Mutex::new(rx),
+            closed: AtomicBool::new(false),
+            closing: Notify::new(),
+            disconnections: Mutex::new(Vec::new()),
+        });
+        tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
+        info!(node = %inner.me.id, addr = %local, network = %cfg.network, "QUIC endpoint listening");
+        Ok(Self { inner })
+    }
+
+    /// The UDP address this endpoint listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        // bind() read it successfully; the socket does not change afterwards
+        self.inner
+            .endpoint
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Peers disconnected so far for misbehaving, with the reasons.
+    pub fn disconnections(&self) -> Vec<Disconnection> {
+        lock(&self.inner.disconnections).clone()
+    }
+
+    /// Peers with an open connection.
+    pub fn connected_peers(&self) -> Vec<NodeId> {
+        let mut v: Vec<_> = lock(&self.inner.conns)
+            .iter()
+            .filter(|(_, c)| c.conn.close_reason().is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn connection(
+        &self,
+        to: &Peer,
+    ) -> Result<
+        (
+            NodeId,
+            Arc<tokio::sync::Mutex<Option<quinn::SendStream>>>,
+            quinn::Connection,
+        ),
+        TransportError,
+    > {
+        if let Some(c) = lock(&self.inner.conns).get(&to.id)
+            && c.conn.close_reason().is_none()
+        {
+            return Ok((to.id, c.send.clone(), c.conn.clone()));
+        }
+        let (id, conn) = self.dial(&to.addr, Some(to.id)).await?;
+        let send = self.inner.register(id, conn.clone());
+        Ok((id, send, conn))
+    }
+
+    async fn dial(
+        &self,
+        addr: &NodeAddr,
+        expected: Option<NodeId>,
+    ) -> Result<(NodeId, quinn::Connection), TransportError> {
+        let sock: SocketAddr = addr.as_str().parse().map_err(|e| {
+            TransportError::Unreachable(format!("{addr}: not a socket address ({e})"))
+        })?;
+        let connecting = self
+            .inner
+            .endpoint
+            .connect_with(self.inner.client.clone(), sock, &server_name_for(expected))
+            .map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
+        let conn = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                if let Some(expected) = expected
+                    && msg.contains("not the claimed")
+                {
+                    return Err(TransportError::WrongPeer {
+                        addr: addr.to_string(),
+                        expected: expected.to_string(),
+                        actual: msg,
+                    });
+                }
+                return Err(TransportError::Unreachable(format!("{addr}: {msg}")));
+            }
+            Err(_) => {
+                return Err(TransportError::Unreachable(format!(
+                    "{addr}: handshake timed out"
+                )));
+            }
+        };
+        let id = peer_id(&conn).map_err(TransportError::Other)?;
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(read_connection(weak, conn.clone(), id));
+        Ok((id, conn))
+    }
+}
+
+impl Inner {
+    /// Keeps `conn` as the connection to `id` (unless a live one exists) and
+    /// returns the send-stream slot to use.
+    fn register(
+        &self,
+        id: NodeId,
+        conn: quinn::Connection,
+    ) -> Arc<tokio::sync::Mutex<Option<quinn::SendStream>>> {
+        let mut conns = lock(&self.conns);
+        if let Some(c) = conns.get(&id)
+            && c.conn.close_reason().is_none()
+            && c.conn.stable_id() != conn.stable_id()
+        {
+            return c.send.clone();
+        }
+        let send = Arc::new(tokio::sync::Mutex::new(None));
+        conns.insert(
+            id,
+            Conn {
+                conn,
+                send: send.clone(),
+            },
+        );
+        send
+    }
+
+    fn drop_peer(&self, id: NodeId, reason: &str) {
+        if let Some(c) = lock(&self.conns).remove(&id) {
+            c.conn.close(CLOSE_MISBEHAVING.into(), reason.as_bytes());
+        }
+        lock(&self.disconnections).push(Disconnection {
+            peer: id,
+            reason: reason.to_string(),
+        });
+    }
+}
+
+async fn accept_loop(inner: std::sync::Weak<Inner>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!("refused an incoming connection: {e}");
+                    return;
+                }
+            };
+            let id = match peer_id(&conn) {
+                Ok(id) => id,
+                Err(e) => {
+                    warn!(remote = %conn.remote_address(), "refused a peer: {e}");
+                    conn.close(CLOSE_MISBEHAVING.into(), e.as_bytes());
+                    return;
+                }
+            };
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            strong.register(id, conn.clone());
+            drop(strong);
+            read_connection(inner, conn, id).await;
+        });
+    }
+}
+
+/// Reads frames from every stream the peer opens on `conn`.
+async fn read_connection(inner: std::sync::Weak<Inner>, conn: quinn::Connection, id: NodeId) {
+    let from = Peer::new(id, NodeAddr::new(conn.remote_address().to_string()));
+    loop {
+        let stream = match conn.accept_uni().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(peer = %id, "connection ended: {e}");
+                return;
+            }
+        };
+        tokio::spawn(read_stream(
+            inner.clone(),
+            conn.clone(),
+            from.clone(),
+            stream,
+        ));
+    }
+}
+
+async fn read_stream(
+    inner: std::sync::Weak<Inner>,
+    conn: quinn::Connection,
+    from: Peer,
+    mut stream: quinn::RecvStream,
+) {
+    loop {
+        let mut len = [0u8; 4];
+        match stream.read_exact(&mut len).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return,
+            Err(e) => {
+                debug!(peer = %from.id, "stream ended: {e}");
+                return;
+            }
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            let reason = format!("oversize frame: {len} bytes (limit {MAX_FRAME})");
+            warn!(peer = %from, "{reason}; disconnecting");
+            if let Some(inner) = inner.upgrade() {
+                inner.drop_peer(from.id, &reason);
+            } else {
+                conn.close(CLOSE_MISBEHAVING.into(), reason.as_bytes());
+            }
+            return;
+        }
+        let mut frame = vec![0u8; len];
+        if let Err(e) = stream.read_exact(&mut frame).await {
+            debug!(peer = %from.id, "stream ended mid-frame: {e}");
+            return;
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let tx = strong.inbox_tx.clone();
+        drop(strong);
+        if tx
+            .send(Incoming {
+                from: from.clone(),
+                frame,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for QuicTransport {
+    fn local_peer(&self) -> Peer {
+        self.inner.me.clone()
+    }
+
+    async fn send(&self, to: &Peer, frame: Vec<u8>) -> Result<(), TransportError> {
+        if frame.len() > MAX_FRAME {
+            return Err(TransportError::TooLarge(frame.len()));
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let len = (frame.len() as u32).to_be_bytes();
+        // one retry on a fresh connection if the cached one died
+        for attempt in 0..2 {
+            let (id, slot, conn) = self.connection(to).await?;
+            let mut guard = slot.lock().await;
+            if guard.is_none() {
+                match conn.open_uni().await {
+                    Ok(s) => *guard = Some(s),
+                    Err(e) => {
+                        drop(guard);
+                        lock(&self.inner.conns).remove(&id);
+                        if attempt == 1 {
+                            return Err(TransportError::Unreachable(format!("{}: {e}", to.addr)));
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(stream) = guard.as_mut() else {
+                continue;
+            };
+            let res = match stream.write_all(&len).await {
+                Ok(()) => stream.write_all(&frame).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    *guard = None;
+                    drop(guard);
+                    lock(&self.inner.conns).remove(&id);
+                    if attempt == 1 {
+                        return Err(TransportError::Unreachable(format!("{}: {e}", to.addr)));
+                    }
+                }
+            }
+        }
+        Err(TransportError::Unreachable(to.addr.to_string()))
+    }
+
+    async fn recv(&self) -> Result<Incoming, TransportError> {
+        let closing = self.inner.closing.notified();
+        tokio::pin!(closing);
+        closing.as_mut().enable();
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let mut rx = self.inner.inbox_rx.lock().await;
+        tokio::select! {
+            m = rx.recv() => m.ok_or(TransportError::Closed),
+            _ = &mut closing => Err(TransportError::Closed),
+        }
+    }
+
+    async fn identify(&self, addr: &NodeAddr) -> Result<Peer, TransportError> {
+        let (id, conn) = self.dial(addr, None).await?;
+        self.inner.register(id, conn);
+        Ok(Peer::new(id, addr.clone()))
+    }
+
+    fn disconnect(&self, peer: NodeId, reason: &str) {
+        warn!(node = %self.inner.me.id, %peer, "disconnecting peer: {reason}");
+        self.inner.drop_peer(peer, reason);
+    }
+
+    fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner
+            .endpoint
+            .close(CLOSE_SHUTDOWN.into(), b"node stopping");
+        self.inner.closing.notify_waiters();
+    }
+}
