@@ -123,8 +123,11 @@ pub trait Overlay: Send + 'static {
     fn route(&self, key: Key) -> Route;
     /// Whether this node is the root of `key`.
     fn is_root(&self, key: Key) -> bool;
-    /// Up to `k` live nodes that take over `key` if its root fails, in the order
-    /// the overlay would choose them (leaf set in Pastry, successors in Chord).
+    /// The replica set of `key` as far as this node knows: up to `k` live nodes,
+    /// root first, then the nodes that would become root in turn if the ones
+    /// before them failed (the `k` numerically closest in Pastry, from the leaf
+    /// set; the key's successor and the next ones in Chord). It includes this node
+    /// when this node is among them.
     fn replica_set(&self, key: Key, k: usize) -> Vec<Peer>;
     /// Whether the join has completed.
     fn is_joined(&self) -> bool;

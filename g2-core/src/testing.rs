@@ -16,7 +16,11 @@ use crate::overlay::{Overlay, OverlayError, OverlayEvent, OverlayFactory, Route,
 #[derive(Clone, Default, Debug)]
 pub struct Directory {
     members: Arc<Mutex<BTreeMap<NodeId, Peer>>>,
+    version: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How often a [`FullMembershipOverlay`] looks for membership changes.
+pub const POLL_PERIOD: Duration = Duration::from_millis(20);
 
 impl Directory {
     /// An empty directory.
@@ -34,6 +38,16 @@ impl Directory {
     /// Removes a node (as if it failed and everyone noticed at once).
     pub fn remove(&self, id: NodeId) {
         self.lock().remove(&id);
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The live members.
@@ -66,6 +80,8 @@ impl OverlayFactory for FullMembership {
             directory: self.directory,
             joined: false,
             events: VecDeque::new(),
+            seen: 0,
+            next_poll: None,
         })
     }
     fn name(&self) -> &'static str {
@@ -81,22 +97,28 @@ pub struct FullMembershipOverlay {
     directory: Directory,
     joined: bool,
     events: VecDeque<OverlayEvent>,
+    seen: u64,
+    next_poll: Option<Instant>,
 }
 
 impl Overlay for FullMembershipOverlay {
     fn local(&self) -> Peer {
         self.local.clone()
     }
-    fn join(&mut self, _now: Instant, _bootstrap: Option<Peer>) {
+    fn join(&mut self, now: Instant, _bootstrap: Option<Peer>) {
         self.directory
             .lock()
             .insert(self.local.id, self.local.clone());
+        self.directory.bump();
+        self.seen = self.directory.version();
         self.joined = true;
+        self.next_poll = Some(now + POLL_PERIOD);
         self.events.push_back(OverlayEvent::Joined);
     }
     fn leave(&mut self, _now: Instant) {
         self.directory.remove(self.local.id);
         self.joined = false;
+        self.next_poll = None;
         self.events.push_back(OverlayEvent::Left);
     }
     fn handle_message(
@@ -110,14 +132,24 @@ impl Overlay for FullMembershipOverlay {
             reason: "the full-membership overlay exchanges no messages".into(),
         })
     }
-    fn handle_timeout(&mut self, _now: Instant) {}
+    fn handle_timeout(&mut self, now: Instant) {
+        if !self.joined {
+            return;
+        }
+        let v = self.directory.version();
+        if v != self.seen {
+            self.seen = v;
+            self.events.push_back(OverlayEvent::NeighboursChanged);
+        }
+        self.next_poll = Some(now + POLL_PERIOD);
+    }
     fn peer_unreachable(&mut self, _now: Instant, _peer: NodeId) {}
     fn rtt_sample(&mut self, _peer: NodeId, _rtt: Duration) {}
     fn poll_transmit(&mut self) -> Option<Transmit> {
         None
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.next_poll
     }
     fn poll_event(&mut self) -> Option<OverlayEvent> {
         self.events.pop_front()
@@ -134,7 +166,7 @@ impl Overlay for FullMembershipOverlay {
     fn replica_set(&self, key: Key, k: usize) -> Vec<Peer> {
         let mut all = self.directory.members();
         all.sort_by(|a, b| key.cmp_closeness(a.id.key(), b.id.key()));
-        all.into_iter().skip(1).take(k).collect()
+        all.into_iter().take(k).collect()
     }
     fn is_joined(&self) -> bool {
         self.joined

@@ -66,6 +66,19 @@ pub enum RequestKind {
         /// The fault-tolerance policy the object carries.
         policy: String,
     },
+    /// Migration (paper §3.4): host this object, whose state is `state`, from now
+    /// on. Sent straight to the new host; acknowledged once installed.
+    Migrate {
+        /// The registered type name.
+        type_name: String,
+        /// The CBOR-encoded object state.
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+        /// The fault-tolerance policy the object carries.
+        policy: String,
+        /// The object's outgoing-call counter.
+        next_call_seq: u64,
+    },
     /// A method call.
     Call {
         /// Method name.

@@ -53,10 +53,10 @@
 //! their crates.
 
 pub use g2_core::{
-    BuildError, CallError, CallId, Dispatch, DispatchFuture, FaultPolicy, Key, MemStore, Node,
-    NodeAddr, NodeBuilder, NodeId, NodeStats, Object, ObjectHandle, ObjectId, ObjectUri, Overlay,
-    OverlayFactory, Peer, RemoteError, RemoteRef, Store, Transport, UriError, current_object,
-    fault, overlay, store, transport, wire,
+    BuildError, CallError, CallId, Dispatch, DispatchFuture, FaultPolicy, Key, LeaveError,
+    MemStore, Node, NodeAddr, NodeBuilder, NodeId, NodeStats, Object, ObjectHandle, ObjectId,
+    ObjectUri, Overlay, OverlayFactory, Peer, RemoteError, RemoteRef, Store, Transport, UriError,
+    current_object, fault, overlay, store, transport, wire,
 };
 #[doc(hidden)]
 pub use g2_core::{decode_args, encode_result};

@@ -27,6 +27,8 @@ use crate::wire::{
 
 /// How many times a request is re-routed after its next hop proved unreachable.
 const MAX_SEND_ATTEMPTS: usize = 4;
+/// How long a leaving node keeps forwarding requests after leaving the overlay.
+const LEAVE_GRACE: Duration = Duration::from_millis(200);
 /// Entries kept in the sender-side location cache before it is cleared.
 const LOCATION_CACHE_LIMIT: usize = 100_000;
 
@@ -43,6 +45,10 @@ pub struct NodeStats {
     pub cache_hits: u64,
     /// Objects hosted here now.
     pub objects_hosted: u64,
+    /// Objects migrated away from this node.
+    pub migrations_out: u64,
+    /// Objects migrated to this node.
+    pub migrations_in: u64,
 }
 
 #[derive(Default)]
@@ -51,6 +57,8 @@ struct Counters {
     calls_served: AtomicU64,
     requests_forwarded: AtomicU64,
     cache_hits: AtomicU64,
+    migrations_out: AtomicU64,
+    migrations_in: AtomicU64,
 }
 
 struct Invocation {
@@ -59,10 +67,43 @@ struct Invocation {
     call: IncomingCall,
 }
 
+/// What an object's actor receives, in arrival order.
+enum InboxMsg {
+    Call(Invocation),
+    /// Stop after the calls before this one, hand over a snapshot, then wait for
+    /// the verdict: forward what queued meanwhile to the new host, or carry on.
+    Migrate {
+        snapshot: oneshot::Sender<Snapshot>,
+        verdict: oneshot::Receiver<Verdict>,
+    },
+}
+
+struct Snapshot {
+    state: Result<Vec<u8>, String>,
+    next_call_seq: u64,
+}
+
+enum Verdict {
+    /// The new host acknowledged: forward the queued calls there, say so, stop.
+    Moved(Peer, oneshot::Sender<()>),
+    /// The transfer failed definitely: carry on here.
+    Stay,
+}
+
 struct ObjectSlot {
-    inbox: mpsc::UnboundedSender<Invocation>,
+    inbox: mpsc::UnboundedSender<InboxMsg>,
     type_name: &'static str,
+    policy: String,
+    migrating: bool,
     task: JoinHandle<()>,
+}
+
+/// Why a graceful leave could not migrate everything.
+#[derive(Debug, thiserror::Error)]
+#[error("{} object(s) could not be migrated before leaving: {}", failed.len(), failed.iter().map(|(id, e)| format!("{id}: {e}")).collect::<Vec<_>>().join("; "))]
+pub struct LeaveError {
+    /// The objects that stayed, with the reason.
+    pub failed: Vec<(ObjectId, String)>,
 }
 
 pub(crate) struct Config {
@@ -86,6 +127,7 @@ pub(crate) struct NodeInner {
     overlay_name: &'static str,
     overlay_wake: Arc<Notify>,
     joined: Arc<Notify>,
+    left: Arc<Notify>,
     transport: Arc<dyn Transport>,
     store: Arc<dyn Store>,
     run_policy: String,
@@ -97,6 +139,10 @@ pub(crate) struct NodeInner {
     locations: Mutex<HashMap<ObjectId, Peer>>,
     call_timeout: Duration,
     counters: Counters,
+    /// Objects migrated away, and where to: requests that still reach this node
+    /// for them are passed on (until the overlay routes there by itself).
+    moved: Mutex<HashMap<ObjectId, Peer>>,
+    leaving: AtomicBool,
     stopped: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -147,6 +193,7 @@ impl Node {
             overlay_name: cfg.overlay_name,
             overlay_wake: Arc::new(Notify::new()),
             joined: Arc::new(Notify::new()),
+            left: Arc::new(Notify::new()),
             transport: cfg.transport,
             store: cfg.store,
             run_policy: cfg.run_policy,
@@ -158,6 +205,8 @@ impl Node {
             locations: Mutex::new(HashMap::new()),
             call_timeout: cfg.call_timeout,
             counters: Counters::default(),
+            moved: Mutex::new(HashMap::new()),
+            leaving: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
         });
@@ -240,6 +289,8 @@ impl Node {
             requests_forwarded: c.requests_forwarded.load(Ordering::Relaxed),
             cache_hits: c.cache_hits.load(Ordering::Relaxed),
             objects_hosted: lock(&self.inner.objects).len() as u64,
+            migrations_out: c.migrations_out.load(Ordering::Relaxed),
+            migrations_in: c.migrations_in.load(Ordering::Relaxed),
         }
     }
 
@@ -361,7 +412,97 @@ impl Node {
         what: &str,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
+        self.inner.request(target, kind, what, timeout, None).await
+    }
+
+    /// Stops the node: closes its transport, drops its objects and fails pending
+    /// calls with [`CallError::NodeStopped`]. (A graceful leave that migrates
+    /// objects away first arrives with migration.)
+    pub fn shutdown(&self) {
         let inner = &self.inner;
+        if inner.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        lock(&inner.overlay).leave(Instant::now());
+        inner.transport.close();
+        for t in lock(&inner.tasks).drain(..) {
+            t.abort();
+        }
+        for (_, slot) in lock(&inner.objects).drain() {
+            slot.task.abort();
+        }
+        lock(&inner.pending).clear();
+    }
+
+    /// Graceful leave (paper §3.2): migrates every object to the node that becomes
+    /// its root without this one, leaves the overlay, then stops. Objects that
+    /// could not move are listed in the error (the node stops anyway).
+    pub async fn leave(&self) -> Result<(), LeaveError> {
+        let inner = &self.inner;
+        inner.leaving.store(true, Ordering::Release);
+        let ids: Vec<ObjectId> = lock(&inner.objects).keys().copied().collect();
+        let moves = ids.into_iter().map(|id| {
+            let to = inner.successor(id);
+            async move {
+                let r = match to {
+                    Some(p) => inner.migrate(id, p).await,
+                    None => Err("no other node to take it".to_string()),
+                };
+                (id, r)
+            }
+        });
+        let failed: Vec<(ObjectId, String)> = futures::future::join_all(moves)
+            .await
+            .into_iter()
+            .filter_map(|(id, r)| r.err().map(|e| (id, e)))
+            .collect();
+        let left = inner.left.clone();
+        let notified = left.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        lock(&inner.overlay).leave(Instant::now());
+        inner.overlay_wake.notify_one();
+        // let the overlay tell its neighbours (bounded: a silent leave is a failure
+        // the others detect anyway), then keep passing on requests that were
+        // already on their way here for a grace period
+        let _ = tokio::time::timeout(Duration::from_secs(2), notified).await;
+        tokio::time::sleep(LEAVE_GRACE).await;
+        tracing::info!(node = %inner.me.id, failed = failed.len(), "left the network");
+        self.shutdown();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(LeaveError { failed })
+        }
+    }
+
+    /// Whether [`Node::shutdown`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.me.id)
+            .field("network", &self.inner.network)
+            .finish()
+    }
+}
+
+impl NodeInner {
+    /// Sends a request and waits for its reply: straight to `via` when given,
+    /// else to the cached host, else routed through the overlay.
+    async fn request(
+        self: &Arc<Self>,
+        target: ObjectId,
+        kind: RequestKind,
+        what: &str,
+        timeout: Option<Duration>,
+        via: Option<Peer>,
+    ) -> Result<Vec<u8>, CallError> {
+        let inner = self;
         if inner.stopped.load(Ordering::Acquire) {
             return Err(CallError::NodeStopped);
         }
@@ -376,18 +517,16 @@ impl Node {
             hops: 0,
             kind,
         };
-        let cached = lock(&inner.locations).get(&target).cloned();
-        match cached {
-            Some(host) if host.id != inner.me.id => {
-                inner.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = inner.send_frame(&host, Body::Request(req.clone())).await {
-                    debug!(%target, host = %host, "cached host unreachable ({e}); routing instead");
-                    lock(&inner.locations).remove(&target);
-                    inner.peer_unreachable(host.id);
-                    inner.dispatch(req).await;
-                }
+        if let Some(to) = via {
+            if let Err(e) = inner.send_frame(&to, Body::Request(req)).await {
+                lock(&inner.pending).remove(&id);
+                return Err(CallError::Unreachable {
+                    target,
+                    reason: format!("{to}: {e}"),
+                });
             }
-            _ => inner.dispatch(req).await,
+        } else {
+            inner.send_request(req).await;
         }
         let after = timeout.unwrap_or(inner.call_timeout);
         let reply = match tokio::time::timeout(after, rx).await {
@@ -420,41 +559,32 @@ impl Node {
         }
     }
 
-    /// Stops the node: closes its transport, drops its objects and fails pending
-    /// calls with [`CallError::NodeStopped`]. (A graceful leave that migrates
-    /// objects away first arrives with migration.)
-    pub fn shutdown(&self) {
-        let inner = &self.inner;
-        if inner.stopped.swap(true, Ordering::AcqRel) {
-            return;
+    /// Sends a request to its object's cached host, or routes it.
+    async fn send_request(self: &Arc<Self>, req: Request) {
+        let target = req.target;
+        let cached = lock(&self.locations).get(&target).cloned();
+        match cached {
+            Some(host) if host.id != self.me.id => {
+                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.send_frame(&host, Body::Request(req.clone())).await {
+                    debug!(%target, host = %host, "cached host unreachable ({e}); routing instead");
+                    lock(&self.locations).remove(&target);
+                    self.peer_unreachable(host.id);
+                    self.dispatch(req).await;
+                }
+            }
+            _ => self.dispatch(req).await,
         }
-        lock(&inner.overlay).leave(Instant::now());
-        inner.transport.close();
-        for t in lock(&inner.tasks).drain(..) {
-            t.abort();
-        }
-        for (_, slot) in lock(&inner.objects).drain() {
-            slot.task.abort();
-        }
-        lock(&inner.pending).clear();
     }
 
-    /// Whether [`Node::shutdown`] was called.
-    pub fn is_stopped(&self) -> bool {
-        self.inner.stopped.load(Ordering::Acquire)
+    /// The node that becomes the root of `id` when this one is gone.
+    fn successor(&self, id: ObjectId) -> Option<Peer> {
+        lock(&self.overlay)
+            .replica_set(id.key(), 2)
+            .into_iter()
+            .find(|p| p.id != self.me.id)
     }
-}
 
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node")
-            .field("id", &self.inner.me.id)
-            .field("network", &self.inner.network)
-            .finish()
-    }
-}
-
-impl NodeInner {
     fn peer_unreachable(&self, id: NodeId) {
         lock(&self.overlay).peer_unreachable(Instant::now(), id);
         lock(&self.locations).retain(|_, p| p.id != id);
@@ -480,12 +610,19 @@ impl NodeInner {
             return;
         }
         for _ in 0..MAX_SEND_ATTEMPTS {
-            // An object hosted here is served here, whoever the root is.
-            if lock(&self.objects).contains_key(&req.target) {
+            // An object hosted here is served here, whoever the root is; a migration
+            // is addressed to this very node.
+            if matches!(req.kind, RequestKind::Migrate { .. })
+                || lock(&self.objects).contains_key(&req.target)
+            {
                 self.deliver_local(req).await;
                 return;
             }
-            let route = lock(&self.overlay).route(req.target.key());
+            let moved = lock(&self.moved).get(&req.target).cloned();
+            let route = match moved {
+                Some(host) => Route::Forward(host),
+                None => lock(&self.overlay).route(req.target.key()),
+            };
             match route {
                 Route::Local => {
                     self.deliver_local(req).await;
@@ -533,12 +670,47 @@ impl NodeInner {
 
     async fn deliver_local(self: &Arc<Self>, req: Request) {
         match req.kind {
+            RequestKind::Create { .. } if self.leaving.load(Ordering::Acquire) => {
+                if let Some(to) = self.successor(req.target) {
+                    let mut req = req;
+                    req.hops += 1;
+                    if self
+                        .send_frame(&to, Body::Request(req.clone()))
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                    self.fail_request(req, "this node is leaving".into()).await;
+                } else {
+                    self.fail_request(req, "this node is leaving".into()).await;
+                }
+            }
             RequestKind::Create {
                 type_name,
                 init,
                 policy,
             } => {
                 let outcome = self.activate(req.target, &type_name, &init, &policy).await;
+                self.reply(&req.origin, req.id, outcome.map(|()| Vec::new()))
+                    .await;
+            }
+            RequestKind::Migrate {
+                type_name,
+                state,
+                policy,
+                next_call_seq,
+            } => {
+                let outcome = self
+                    .install(
+                        req.target,
+                        &type_name,
+                        &state,
+                        &policy,
+                        next_call_seq,
+                        req.origin.id,
+                    )
+                    .await;
                 self.reply(&req.origin, req.id, outcome.map(|()| Vec::new()))
                     .await;
             }
@@ -562,7 +734,7 @@ impl NodeInner {
                     let objects = lock(&self.objects);
                     objects
                         .get(&req.target)
-                        .map(|slot| slot.inbox.send(inv).is_ok())
+                        .map(|slot| slot.inbox.send(InboxMsg::Call(inv)).is_ok())
                 };
                 match sent {
                     Some(true) if oneway => {
@@ -618,9 +790,198 @@ impl NodeInner {
                     reason: e.to_string(),
                 })?;
         }
-        self.host(id, entry, obj, policy, 0);
+        self.host(id, entry, obj, policy, policy_name, 0);
         debug!(object = %id, r#type = type_name, "activated object");
         Ok(())
+    }
+
+    /// Installs an object migrated here (paper §3.4).
+    async fn install(
+        self: &Arc<Self>,
+        id: ObjectId,
+        type_name: &str,
+        state: &[u8],
+        policy_name: &str,
+        next_call_seq: u64,
+        from: NodeId,
+    ) -> Result<(), RemoteError> {
+        if self.leaving.load(Ordering::Acquire) || self.stopped.load(Ordering::Acquire) {
+            return Err(RemoteError::NoRoute {
+                target: id,
+                reason: format!("node {} is leaving", self.me.id),
+            });
+        }
+        let entry = *self
+            .types
+            .get(type_name)
+            .ok_or_else(|| RemoteError::UnknownType {
+                type_name: type_name.to_string(),
+                node: self.me.id,
+            })?;
+        let policy = self.policy(policy_name)?;
+        if lock(&self.objects).contains_key(&id) {
+            // a retried transfer whose first attempt got through
+            return Ok(());
+        }
+        let obj = (entry.restore)(state).map_err(|reason| RemoteError::Decode {
+            what: format!("migrated state of {type_name}"),
+            reason,
+        })?;
+        if let Some(p) = &policy {
+            p.on_activate(id, type_name, state)
+                .await
+                .map_err(|e| RemoteError::PolicyRefused {
+                    policy: policy_name.to_string(),
+                    node: self.me.id,
+                    reason: e.to_string(),
+                })?;
+        }
+        lock(&self.moved).remove(&id);
+        self.host(id, entry, obj, policy, policy_name, next_call_seq);
+        self.counters.migrations_in.fetch_add(1, Ordering::Relaxed);
+        debug!(object = %id, r#type = type_name, "object migrated in");
+        // if this node is not (or no longer) the object's root, pass it on; never
+        // straight back to the sender, which may still be leaving
+        self.rebalance_except(Some(from));
+        Ok(())
+    }
+
+    /// Migrates every object this node hosts but is not the root of towards its
+    /// root (after a join nearby, or after a migration overshot).
+    fn rebalance(self: &Arc<Self>) {
+        self.rebalance_except(None);
+    }
+
+    fn rebalance_except(self: &Arc<Self>, except: Option<NodeId>) {
+        if self.stopped.load(Ordering::Acquire) || self.leaving.load(Ordering::Acquire) {
+            return;
+        }
+        let candidates: Vec<ObjectId> = lock(&self.objects)
+            .iter()
+            .filter(|(_, slot)| !slot.migrating)
+            .map(|(id, _)| *id)
+            .collect();
+        let moves: Vec<(ObjectId, Peer)> = {
+            let overlay = lock(&self.overlay);
+            candidates
+                .into_iter()
+                .filter_map(|id| match overlay.route(id.key()) {
+                    Route::Forward(p) if p.id != self.me.id && Some(p.id) != except => {
+                        Some((id, p))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for (id, to) in moves {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.migrate(id, to.clone()).await {
+                    debug!(object = %id, to = %to, "migration postponed: {e}");
+                }
+            });
+        }
+    }
+
+    /// Moves object `id` to node `to`: stop admitting calls, let the running one
+    /// finish, serialise, transfer, wait for the acknowledgement, then hand the
+    /// calls that queued meanwhile to the new host. On a definite failure the
+    /// object carries on here; there is never a moment with two live copies.
+    async fn migrate(self: &Arc<Self>, id: ObjectId, to: Peer) -> Result<(), String> {
+        let (inbox, type_name, policy_name) = {
+            let mut objects = lock(&self.objects);
+            let slot = objects.get_mut(&id).ok_or("not hosted here")?;
+            if slot.migrating {
+                return Err("already migrating".into());
+            }
+            slot.migrating = true;
+            (slot.inbox.clone(), slot.type_name, slot.policy.clone())
+        };
+        let unmark = |me: &Arc<Self>| {
+            if let Some(slot) = lock(&me.objects).get_mut(&id) {
+                slot.migrating = false;
+            }
+        };
+        let (snap_tx, snap_rx) = oneshot::channel();
+        let (verdict_tx, verdict_rx) = oneshot::channel();
+        if inbox
+            .send(InboxMsg::Migrate {
+                snapshot: snap_tx,
+                verdict: verdict_rx,
+            })
+            .is_err()
+        {
+            unmark(self);
+            return Err("the object's actor has stopped".into());
+        }
+        drop(inbox);
+        let Ok(snap) = snap_rx.await else {
+            unmark(self);
+            return Err("the object's actor stopped before its snapshot".into());
+        };
+        let state = match snap.state {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = verdict_tx.send(Verdict::Stay);
+                unmark(self);
+                return Err(format!("could not serialise the state: {e}"));
+            }
+        };
+        let departed_policy = self.policy(&policy_name).ok().flatten();
+        let kind = RequestKind::Migrate {
+            type_name: type_name.to_string(),
+            state,
+            policy: policy_name,
+            next_call_seq: snap.next_call_seq,
+        };
+        // A timeout is ambiguous (the new host may have installed the object), so
+        // the transfer is retried, never abandoned for a second live copy; only a
+        // definite refusal or an unreachable host lets the object stay.
+        let mut last = String::new();
+        for attempt in 0..5u32 {
+            let timeout = Some(self.call_timeout.min(Duration::from_secs(5)) * (attempt + 1));
+            match self
+                .request(id, kind.clone(), "migrate", timeout, Some(to.clone()))
+                .await
+            {
+                Ok(_) => {
+                    lock(&self.objects).remove(&id);
+                    {
+                        let mut moved = lock(&self.moved);
+                        if moved.len() >= LOCATION_CACHE_LIMIT {
+                            moved.clear();
+                        }
+                        moved.insert(id, to.clone());
+                    }
+                    lock(&self.locations).insert(id, to.clone());
+                    let (drained_tx, drained_rx) = oneshot::channel();
+                    let _ = verdict_tx.send(Verdict::Moved(to.clone(), drained_tx));
+                    // the calls that queued meanwhile are on their way before we return
+                    let _ = drained_rx.await;
+                    self.counters.migrations_out.fetch_add(1, Ordering::Relaxed);
+                    if let Some(p) = departed_policy
+                        && let Err(e) = p.on_departed(id).await
+                    {
+                        warn!(object = %id, "fault policy failed on departure: {e}");
+                    }
+                    debug!(object = %id, to = %to, "object migrated out");
+                    return Ok(());
+                }
+                Err(CallError::Timeout { .. }) => {
+                    last = "transfer timed out".into();
+                    continue;
+                }
+                Err(e) => {
+                    let _ = verdict_tx.send(Verdict::Stay);
+                    unmark(self);
+                    return Err(e.to_string());
+                }
+            }
+        }
+        let _ = verdict_tx.send(Verdict::Stay);
+        unmark(self);
+        warn!(object = %id, to = %to, "migration abandoned after repeated timeouts: {last}");
+        Err(last)
     }
 
     fn policy(&self, name: &str) -> Result<Option<Arc<dyn FaultPolicy>>, RemoteError> {
@@ -641,6 +1002,7 @@ impl NodeInner {
         entry: TypeEntry,
         obj: Box<dyn Hosted>,
         policy: Option<Arc<dyn FaultPolicy>>,
+        policy_name: &str,
         next_call_seq: u64,
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -662,9 +1024,32 @@ impl NodeInner {
             ObjectSlot {
                 inbox: tx,
                 type_name: entry.name,
+                policy: policy_name.to_string(),
+                migrating: false,
                 task,
             },
         );
+    }
+
+    /// Hands a call that queued during a migration to the object's new host; the
+    /// reply goes from there straight to the caller.
+    async fn forward_queued(self: &Arc<Self>, target: ObjectId, inv: Invocation, to: &Peer) {
+        let req = Request {
+            id: inv.request_id,
+            origin: inv.origin,
+            target,
+            hops: 1,
+            kind: RequestKind::Call {
+                method: inv.call.method,
+                args: inv.call.args,
+                call_id: inv.call.call_id,
+                oneway: inv.call.oneway,
+            },
+        };
+        if let Err(e) = self.send_frame(to, Body::Request(req.clone())).await {
+            debug!(object = %target, to = %to, "new host unreachable for a queued call ({e}); routing it");
+            self.dispatch(req).await;
+        }
     }
 
     async fn reply(&self, origin: &Peer, id: u64, outcome: Result<Vec<u8>, RemoteError>) {
@@ -719,25 +1104,20 @@ impl NodeInner {
 
     async fn handle_event(self: &Arc<Self>, event: OverlayEvent) {
         match event {
-            OverlayEvent::Joined => self.joined.notify_waiters(),
+            OverlayEvent::Joined => {
+                self.joined.notify_waiters();
+                self.rebalance();
+            }
             OverlayEvent::PeerFailed(id) => {
                 debug!(peer = %id, "neighbour failed");
                 lock(&self.locations).retain(|_, p| p.id != id);
             }
             OverlayEvent::KeysMoved { ranges, new_root } => {
-                let objects: Vec<ObjectId> = lock(&self.objects)
-                    .keys()
-                    .filter(|o| ranges.iter().any(|r| r.contains(o.key())))
-                    .copied()
-                    .collect();
-                if !objects.is_empty() {
-                    // Live migration arrives with issue 5; until then objects stay
-                    // where they are and are still found here (a node serves any
-                    // object it hosts).
-                    debug!(new_root = %new_root, count = objects.len(), "keys moved; objects stay until migration lands");
-                }
+                debug!(new_root = %new_root, ranges = ranges.len(), "keys moved to a new root");
+                self.rebalance();
             }
-            OverlayEvent::NeighboursChanged | OverlayEvent::Left => {}
+            OverlayEvent::NeighboursChanged => self.rebalance(),
+            OverlayEvent::Left => self.left.notify_waiters(),
         }
     }
 }
@@ -810,12 +1190,38 @@ async fn run_object(
     id: ObjectId,
     type_name: &'static str,
     mut obj: Box<dyn Hosted>,
-    mut inbox: mpsc::UnboundedReceiver<Invocation>,
+    mut inbox: mpsc::UnboundedReceiver<InboxMsg>,
     policy: Option<Arc<dyn FaultPolicy>>,
     seq: Arc<AtomicU64>,
 ) {
-    while let Some(inv) = inbox.recv().await {
+    while let Some(msg) = inbox.recv().await {
         let Some(inner) = node.upgrade() else { return };
+        let inv = match msg {
+            InboxMsg::Call(inv) => inv,
+            InboxMsg::Migrate { snapshot, verdict } => {
+                let _ = snapshot.send(Snapshot {
+                    state: obj.snapshot(),
+                    next_call_seq: seq.load(Ordering::Relaxed),
+                });
+                drop(inner);
+                match verdict.await {
+                    Ok(Verdict::Moved(to, drained)) => {
+                        // the slot is gone, so nothing new arrives: pass on what queued
+                        let Some(inner) = node.upgrade() else { return };
+                        inbox.close();
+                        while let Some(msg) = inbox.recv().await {
+                            match msg {
+                                InboxMsg::Call(inv) => inner.forward_queued(id, inv, &to).await,
+                                InboxMsg::Migrate { snapshot, .. } => drop(snapshot),
+                            }
+                        }
+                        let _ = drained.send(());
+                        return;
+                    }
+                    Ok(Verdict::Stay) | Err(_) => continue,
+                }
+            }
+        };
         let call = &inv.call;
         let admission = match &policy {
             Some(p) => p.before_call(id, call).await.unwrap_or_else(|e| {
