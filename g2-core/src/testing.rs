@@ -16,6 +16,7 @@ use crate::overlay::{Overlay, OverlayError, OverlayEvent, OverlayFactory, Route,
 #[derive(Clone, Default, Debug)]
 pub struct Directory {
     members: Arc<Mutex<BTreeMap<NodeId, Peer>>>,
+    failed: Arc<Mutex<std::collections::BTreeSet<NodeId>>>,
     version: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -35,7 +36,17 @@ impl Directory {
         }
     }
 
-    /// Removes a node (as if it failed and everyone noticed at once).
+    /// Declares a node failed: it leaves the membership and every node reports it
+    /// as failed (as a real overlay's failure detector would, but at once).
+    pub fn fail(&self, id: NodeId) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        self.remove(id);
+    }
+
+    /// Removes a node from the membership (a graceful leave).
     pub fn remove(&self, id: NodeId) {
         self.lock().remove(&id);
         self.bump();
@@ -81,6 +92,7 @@ impl OverlayFactory for FullMembership {
             joined: false,
             events: VecDeque::new(),
             seen: 0,
+            reported: Default::default(),
             next_poll: None,
         })
     }
@@ -98,6 +110,7 @@ pub struct FullMembershipOverlay {
     joined: bool,
     events: VecDeque<OverlayEvent>,
     seen: u64,
+    reported: std::collections::BTreeSet<NodeId>,
     next_poll: Option<Instant>,
 }
 
@@ -139,6 +152,19 @@ impl Overlay for FullMembershipOverlay {
         let v = self.directory.version();
         if v != self.seen {
             self.seen = v;
+            let failed: Vec<NodeId> = self
+                .directory
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .copied()
+                .collect();
+            for gone in failed {
+                if gone != self.local.id && self.reported.insert(gone) {
+                    self.events.push_back(OverlayEvent::PeerFailed(gone));
+                }
+            }
             self.events.push_back(OverlayEvent::NeighboursChanged);
         }
         self.next_poll = Some(now + POLL_PERIOD);

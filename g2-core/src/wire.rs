@@ -36,6 +36,21 @@ pub enum Body {
     Request(Request),
     /// The answer to a [`Request`], sent straight back to its origin.
     Reply(Reply),
+    /// A placement record: `host` hosts `object`. Hosts send it to the object's
+    /// replica set so that whoever becomes root after a failure knows the object
+    /// existed (and answers "lost", not "not found").
+    Placement(Placement),
+}
+
+/// Where an object lives, as told to its replica set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The object.
+    pub object: ObjectId,
+    /// Its host.
+    pub host: Peer,
+    /// The fault-tolerance policy it carries.
+    pub policy: String,
 }
 
 /// A request routed to the node hosting (or about to host) an object.

@@ -248,13 +248,14 @@ async fn unknown_objects_types_and_methods_get_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_makes_its_objects_unreachable_not_a_hang() {
+async fn a_crashed_volunteers_objects_are_reported_lost_once_the_failure_is_detected() {
     let (net, dir, nodes) = network(8, Duration::from_secs(5)).await;
     let c: CellRef = nodes[0].create::<Counter>(3).await.unwrap();
     let host = dir.root(c.id().key()).unwrap();
     let client = nodes.iter().find(|n| n.id() != host.id).unwrap();
     let via = client.reference::<CellRef>(c.id());
     assert_eq!(via.get().await.unwrap(), 3);
+    // the volunteer crashes; before anyone notices, its objects are unreachable
     net.kill(host.id);
     let err = via
         .with_timeout(Duration::from_secs(2))
@@ -265,4 +266,22 @@ async fn a_killed_node_makes_its_objects_unreachable_not_a_hang() {
         matches!(err, CallError::Unreachable { target, .. } if target == c.id()),
         "{err:?}"
     );
+    // once the overlay declares it failed, the new root answers: lost (policy none)
+    dir.fail(host.id);
+    let mut last = None;
+    for _ in 0..100 {
+        match via.with_timeout(Duration::from_secs(2)).get().await {
+            Err(CallError::ObjectLost(id)) => {
+                assert_eq!(id, c.id());
+                last = None;
+                break;
+            }
+            other => last = Some(other),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(last.is_none(), "expected ObjectLost, last answer {last:?}");
+    // objects that lived elsewhere are untouched
+    let d: CellRef = client.create::<Counter>(9).await.unwrap();
+    assert_eq!(d.get().await.unwrap(), 9);
 }

@@ -22,11 +22,14 @@ use crate::store::Store;
 use crate::transport::{Incoming, Transport};
 use crate::uri::ObjectUri;
 use crate::wire::{
-    Body, ByteVec, Frame, MAX_HOPS, RemoteError, Reply, Request, RequestKind, from_cbor, to_cbor,
+    Body, ByteVec, Frame, MAX_HOPS, Placement, RemoteError, Reply, Request, RequestKind, from_cbor,
+    to_cbor,
 };
 
 /// How many times a request is re-routed after its next hop proved unreachable.
 const MAX_SEND_ATTEMPTS: usize = 4;
+/// How many nodes of an object's replica set keep its placement record.
+const PLACEMENT_REPLICAS: usize = 4;
 /// How long a leaving node keeps forwarding requests after leaving the overlay.
 const LEAVE_GRACE: Duration = Duration::from_millis(200);
 /// Entries kept in the sender-side location cache before it is cleared.
@@ -143,6 +146,10 @@ pub(crate) struct NodeInner {
     /// for them are passed on (until the overlay routes there by itself).
     moved: Mutex<HashMap<ObjectId, Peer>>,
     leaving: AtomicBool,
+    /// Placement records of objects whose replica set includes this node.
+    placements: Mutex<HashMap<ObjectId, Placement>>,
+    /// Peers the overlay declared failed (their objects are lost under `none`).
+    failed: Mutex<std::collections::HashSet<NodeId>>,
     stopped: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -207,6 +214,8 @@ impl Node {
             counters: Counters::default(),
             moved: Mutex::new(HashMap::new()),
             leaving: AtomicBool::new(false),
+            placements: Mutex::new(HashMap::new()),
+            failed: Mutex::new(std::collections::HashSet::new()),
             stopped: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
         });
@@ -625,6 +634,10 @@ impl NodeInner {
             };
             match route {
                 Route::Local => {
+                    if let Some(err) = self.lost(&req) {
+                        self.reply(&req.origin, req.id, Err(err)).await;
+                        return;
+                    }
                     self.deliver_local(req).await;
                     return;
                 }
@@ -792,6 +805,7 @@ impl NodeInner {
         }
         self.host(id, entry, obj, policy, policy_name, 0);
         debug!(object = %id, r#type = type_name, "activated object");
+        self.publish_placements(Some(id)).await;
         Ok(())
     }
 
@@ -840,10 +854,54 @@ impl NodeInner {
         self.host(id, entry, obj, policy, policy_name, next_call_seq);
         self.counters.migrations_in.fetch_add(1, Ordering::Relaxed);
         debug!(object = %id, r#type = type_name, "object migrated in");
+        self.publish_placements(Some(id)).await;
         // if this node is not (or no longer) the object's root, pass it on; never
         // straight back to the sender, which may still be leaving
         self.rebalance_except(Some(from));
         Ok(())
+    }
+
+    /// At the root of a call's target that is not hosted here: whether a placement
+    /// record says the object lived on a node that has since failed.
+    fn lost(&self, req: &Request) -> Option<RemoteError> {
+        if !matches!(req.kind, RequestKind::Call { .. }) {
+            return None;
+        }
+        let record = lock(&self.placements).get(&req.target).cloned()?;
+        if record.host.id == self.me.id || !lock(&self.failed).contains(&record.host.id) {
+            return None;
+        }
+        Some(RemoteError::ObjectLost(req.target))
+    }
+
+    /// Tells the replica set of each hosted object (or of `only`) where it lives.
+    async fn publish_placements(self: &Arc<Self>, only: Option<ObjectId>) {
+        let hosted: Vec<(ObjectId, String)> = {
+            let objects = lock(&self.objects);
+            match only {
+                Some(id) => objects
+                    .get(&id)
+                    .map(|s| vec![(id, s.policy.clone())])
+                    .unwrap_or_default(),
+                None => objects
+                    .iter()
+                    .map(|(id, s)| (*id, s.policy.clone()))
+                    .collect(),
+            }
+        };
+        for (object, policy) in hosted {
+            let replicas = lock(&self.overlay).replica_set(object.key(), PLACEMENT_REPLICAS);
+            let record = Placement {
+                object,
+                host: self.me.clone(),
+                policy,
+            };
+            for r in replicas.into_iter().filter(|r| r.id != self.me.id) {
+                if let Err(e) = self.send_frame(&r, Body::Placement(record.clone())).await {
+                    trace!(to = %r, "placement record not delivered: {e}");
+                }
+            }
+        }
     }
 
     /// Migrates every object this node hosts but is not the root of towards its
@@ -1099,6 +1157,21 @@ impl NodeInner {
             }
             Body::Request(req) => self.dispatch(req).await,
             Body::Reply(reply) => self.complete(reply),
+            Body::Placement(p) => {
+                if p.host.id != incoming.from.id {
+                    let reason = format!(
+                        "placement record for {} names host {} but came from {}",
+                        p.object, p.host.id, incoming.from.id
+                    );
+                    warn!("{reason}; ignoring it");
+                    return;
+                }
+                let mut placements = lock(&self.placements);
+                if placements.len() >= LOCATION_CACHE_LIMIT {
+                    placements.clear();
+                }
+                placements.insert(p.object, p);
+            }
         }
     }
 
@@ -1111,12 +1184,17 @@ impl NodeInner {
             OverlayEvent::PeerFailed(id) => {
                 debug!(peer = %id, "neighbour failed");
                 lock(&self.locations).retain(|_, p| p.id != id);
+                lock(&self.failed).insert(id);
+                self.rebalance();
             }
             OverlayEvent::KeysMoved { ranges, new_root } => {
                 debug!(new_root = %new_root, ranges = ranges.len(), "keys moved to a new root");
                 self.rebalance();
             }
-            OverlayEvent::NeighboursChanged => self.rebalance(),
+            OverlayEvent::NeighboursChanged => {
+                self.rebalance();
+                self.publish_placements(None).await;
+            }
             OverlayEvent::Left => self.left.notify_waiters(),
         }
     }
