@@ -50,7 +50,7 @@ pub use runtime::builder::{
 };
 pub use runtime::context::current_object;
 pub use runtime::error::{BuildError, CallError};
-pub use runtime::node::{LeaveError, Node, NodeStats};
+pub use runtime::node::{LeaveError, Node, NodeStats, NodeStatus};
 #[doc(hidden)]
 pub use runtime::node::{decode_args, encode_result};
 pub use runtime::object::{Dispatch, DispatchFuture, Object, ObjectHandle, RemoteRef};

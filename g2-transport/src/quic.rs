@@ -147,6 +147,10 @@ impl NodeKey {
     }
 }
 
+/// The ALPN protocol of status queries (`g2 status`), accepted whatever the
+/// network: such a connection gets one status frame and nothing else.
+pub const STATUS_ALPN: &[u8] = b"g2-status";
+
 /// The ALPN protocol of a network.
 pub fn alpn(network: &str) -> Vec<u8> {
     format!("g2/{network}").into_bytes()
@@ -301,7 +305,7 @@ pub fn server_config(
         .with_client_cert_verifier(Arc::new(SelfCertifyingClient { algs }))
         .with_single_cert(vec![key.cert.clone()], key.private_key())
         .map_err(|e| QuicError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![alpn(network)];
+    tls.alpn_protocols = vec![alpn(network), STATUS_ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport_config(max_streams));
@@ -360,7 +364,11 @@ struct Inner {
     closed: AtomicBool,
     closing: Notify,
     disconnections: Mutex<Vec<Disconnection>>,
+    status: Mutex<Option<StatusProvider>>,
 }
+
+/// Produces the bytes a status query gets.
+pub type StatusProvider = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 /// A node's QUIC endpoint; cheap to clone (clones share the endpoint).
 #[derive(Clone)]
@@ -407,6 +415,7 @@ impl QuicTransport {
             closed: AtomicBool::new(false),
             closing: Notify::new(),
             disconnections: Mutex::new(Vec::new()),
+            status: Mutex::new(None),
         });
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
         info!(node = %inner.me.id, addr = %local, network = %cfg.network, "QUIC endpoint listening");
@@ -420,6 +429,11 @@ impl QuicTransport {
             .endpoint
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Answers status queries (`g2 status`) with what `provider` returns.
+    pub fn set_status_provider(&self, provider: impl Fn() -> Vec<u8> + Send + Sync + 'static) {
+        *lock(&self.inner.status) = Some(Arc::new(provider));
     }
 
     /// Peers disconnected so far for misbehaving, with the reasons.
@@ -548,6 +562,16 @@ async fn accept_loop(inner: std::sync::Weak<Inner>, endpoint: quinn::Endpoint) {
                     return;
                 }
             };
+            let is_status = conn
+                .handshake_data()
+                .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+                .and_then(|h| h.protocol)
+                .is_some_and(|p| p == STATUS_ALPN);
+            if is_status {
+                let provider = inner.upgrade().and_then(|i| lock(&i.status).clone());
+                answer_status(conn, provider).await;
+                return;
+            }
             let id = match peer_id(&conn) {
                 Ok(id) => id,
                 Err(e) => {
@@ -564,6 +588,73 @@ async fn accept_loop(inner: std::sync::Weak<Inner>, endpoint: quinn::Endpoint) {
             read_connection(inner, conn, id).await;
         });
     }
+}
+
+async fn answer_status(conn: quinn::Connection, provider: Option<StatusProvider>) {
+    let body = match provider {
+        Some(p) => p(),
+        None => Vec::new(),
+    };
+    let res = async {
+        let mut s = conn.open_uni().await?;
+        s.write_all(&(body.len() as u32).to_be_bytes()).await?;
+        s.write_all(&body).await?;
+        s.finish()?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    }
+    .await;
+    if let Err(e) = res {
+        debug!("status query not answered: {e}");
+    }
+    // the client closes once it has read the answer
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+}
+
+/// Asks the node at `addr` for its status (whatever its network).
+pub async fn query_status(addr: SocketAddr) -> Result<Vec<u8>, QuicError> {
+    let key = NodeKey::generate()?;
+    let p = provider();
+    let algs = p.signature_verification_algorithms;
+    let mut tls = rustls::ClientConfig::builder_with_provider(p)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| QuicError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SelfCertifyingServer { algs }))
+        .with_client_auth_cert(vec![key.cert.clone()], key.private_key())
+        .map_err(|e| QuicError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![STATUS_ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))?;
+    let local: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().map_err(|e| QuicError::Config(format!("{e}")))?
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    };
+    let endpoint = quinn::Endpoint::client(local).map_err(|e| QuicError::Bind {
+        addr: local,
+        reason: e.to_string(),
+    })?;
+    let fail = |e: String| QuicError::Config(format!("status of {addr}: {e}"));
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint
+            .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), addr, &server_name_for(None))
+            .map_err(|e| fail(e.to_string()))?,
+    )
+    .await
+    .map_err(|_| fail("no answer within 10 s".into()))?
+    .map_err(|e| fail(e.to_string()))?;
+    let mut s = conn.accept_uni().await.map_err(|e| fail(e.to_string()))?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await.map_err(|e| fail(e.to_string()))?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(fail(format!("oversize answer ({len} bytes)")));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.map_err(|e| fail(e.to_string()))?;
+    conn.close(CLOSE_SHUTDOWN.into(), b"done");
+    endpoint.wait_idle().await;
+    Ok(body)
 }
 
 /// Reads frames from every stream the peer opens on `conn`.

@@ -1,5 +1,280 @@
-//! The generic G2 volunteer host (binary `g2`): join through a bootstrap peer,
-//! run when idle, download code, leave gracefully.
+//! The generic G2 volunteer host (paper §3): a node that joins a network through a
+//! bootstrap peer, hosts whatever objects land on it, and on SIGTERM or Ctrl-C
+//! leaves gracefully — every object migrates to its next root — before it exits.
 //!
-//! **Not implemented yet.** This crate is a placeholder for issue 5; it exports
-//! nothing and builds no binary.
+//! The binary `g2` is this library with no application types linked in (code
+//! download, paper §3.3, is still to come); an application builds its own host
+//! with its types registered, as `tsp-islands volunteer` does:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), g2_volunteer::VolunteerError> {
+//! use g2_volunteer::{Volunteer, VolunteerArgs, VolunteerConfig};
+//! let cfg = VolunteerConfig::resolve(&VolunteerArgs {
+//!     network: Some("plas.qut.edu".into()),
+//!     listen: Some("127.0.0.1:7400".parse().unwrap()),
+//!     ..Default::default()
+//! })?;
+//! let v = Volunteer::start(&cfg, |b| b /* .register::<MyType>() */).await?;
+//! v.run_until_shutdown().await?; // SIGTERM / Ctrl-C: graceful leave
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use g2::quic::{NodeKey, QuicConfig, QuicTransport};
+use g2::{Node, NodeAddr, NodeBuilder, NodeStatus, WithNetwork, WithOverlay, WithTransport};
+use serde::Deserialize;
+use tracing::info;
+
+/// The routing overlay of a volunteer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// Pastry (Rowstron & Druschel, 2001).
+    Pastry,
+    /// Chord (Stoica et al., 2001).
+    Chord,
+}
+
+/// Volunteer settings as flags; `--config FILE` gives the same keys in TOML and
+/// flags override the file.
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VolunteerArgs {
+    /// The network to join (`plas.qut.edu`).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// The UDP address to listen on (`127.0.0.1:7400`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// A node of the network to join through; none founds a new network.
+    #[arg(long)]
+    pub bootstrap: Option<SocketAddr>,
+    /// Where the node keeps its key (and, with local fault tolerance, its store).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The routing overlay.
+    #[arg(long, value_enum)]
+    pub routing: Option<Routing>,
+    /// A TOML file with the same keys (`network = "..."`, `listen = "..."`, ...).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// Resolved volunteer settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolunteerConfig {
+    /// The network name.
+    pub network: String,
+    /// The listen address.
+    pub listen: SocketAddr,
+    /// The bootstrap peer, if any.
+    pub bootstrap: Option<SocketAddr>,
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// The overlay.
+    pub routing: Routing,
+}
+
+/// Why a volunteer could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum VolunteerError {
+    /// A setting is missing or invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The QUIC endpoint could not start.
+    #[error(transparent)]
+    Transport(#[from] g2::quic::QuicError),
+    /// The node could not join.
+    #[error("joining the network: {0}")]
+    Join(#[from] g2::BuildError),
+    /// Some objects could not migrate on leaving.
+    #[error(transparent)]
+    Leave(#[from] g2::LeaveError),
+}
+
+impl VolunteerConfig {
+    /// Merges `--config FILE` (if given) with the flags; flags win.
+    pub fn resolve(args: &VolunteerArgs) -> Result<Self, VolunteerError> {
+        let file: VolunteerArgs = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    VolunteerError::Config(format!("reading {}: {e}", path.display()))
+                })?;
+                toml::from_str(&text)
+                    .map_err(|e| VolunteerError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => VolunteerArgs::default(),
+        };
+        let network = args
+            .network
+            .clone()
+            .or(file.network)
+            .ok_or_else(|| VolunteerError::Config("--network is required".into()))?;
+        g2::validate_network_name(&network).map_err(|e| VolunteerError::Config(e.to_string()))?;
+        let listen = args
+            .listen
+            .or(file.listen)
+            .ok_or_else(|| VolunteerError::Config("--listen is required".into()))?;
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| default_data_dir(&network, listen));
+        Ok(Self {
+            network,
+            listen,
+            bootstrap: args.bootstrap.or(file.bootstrap),
+            data_dir,
+            routing: args.routing.or(file.routing).unwrap_or(Routing::Pastry),
+        })
+    }
+}
+
+fn default_data_dir(network: &str, listen: SocketAddr) -> PathBuf {
+    let base = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    base.join(".g2")
+        .join(network)
+        .join(listen.to_string().replace([':', '[', ']'], "_"))
+}
+
+/// The typed builder an application adds its types to.
+pub type ReadyBuilder = NodeBuilder<WithNetwork, WithOverlay, WithTransport>;
+
+/// A running volunteer.
+pub struct Volunteer {
+    node: Node,
+    transport: QuicTransport,
+}
+
+impl Volunteer {
+    /// Starts the QUIC endpoint with the key in the data dir (created on first
+    /// use), joins the network, and answers `g2 status` queries. `register` adds
+    /// the application's types to the node builder.
+    pub async fn start(
+        cfg: &VolunteerConfig,
+        register: impl FnOnce(ReadyBuilder) -> ReadyBuilder,
+    ) -> Result<Self, VolunteerError> {
+        let key = NodeKey::load_or_create(&cfg.data_dir)?;
+        let transport =
+            QuicTransport::bind(QuicConfig::new(cfg.network.clone(), cfg.listen, key)).await?;
+        let overlay = match cfg.routing {
+            Routing::Pastry => g2_routing_pastry::PastryConfig::default(),
+            Routing::Chord => {
+                return Err(VolunteerError::Config(
+                    "chord routing is not available yet (issue 4); use --routing pastry".into(),
+                ));
+            }
+        };
+        let mut builder = Node::builder()
+            .network(cfg.network.clone())
+            .overlay(overlay)
+            .transport(transport.clone())
+            .join_timeout(Duration::from_secs(30));
+        if let Some(b) = cfg.bootstrap {
+            builder = builder.bootstrap(NodeAddr::new(b.to_string()));
+        }
+        let node = register(builder).build().await?;
+        let for_status = node.clone();
+        transport.set_status_provider(move || {
+            serde_json::to_vec(&for_status.status()).unwrap_or_default()
+        });
+        info!(id = %node.id(), addr = %transport.local_addr(), network = %cfg.network, "volunteer running");
+        Ok(Self { node, transport })
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The UDP address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.transport.local_addr()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then leaves gracefully.
+    pub async fn run_until_shutdown(self) -> Result<(), VolunteerError> {
+        shutdown_signal().await;
+        info!(id = %self.node.id(), "shutting down: migrating objects away");
+        self.node.leave().await?;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Asks the volunteer at `addr` for its status.
+pub async fn status(addr: SocketAddr) -> Result<NodeStatus, VolunteerError> {
+    let bytes = g2::quic::query_status(addr).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| VolunteerError::Config(format!("status of {addr} did not decode: {e}")))
+}
+
+/// Installs the `RUST_LOG`-driven log subscriber (to stderr).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Prints a status as the `g2 status` command does.
+pub fn print_status(s: &NodeStatus, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        return;
+    }
+    println!("node      {}", s.id);
+    println!("address   {}", s.addr);
+    println!("network   {} ({})", s.network, s.overlay);
+    println!("uptime    {:.1} s", s.uptime_s);
+    println!(
+        "calls     {} served, {} sent, {} forwarded",
+        s.stats.calls_served, s.stats.calls_sent, s.stats.requests_forwarded
+    );
+    println!(
+        "migration {} in, {} out",
+        s.stats.migrations_in, s.stats.migrations_out
+    );
+    println!("neighbours ({}):", s.neighbours.len());
+    for p in &s.neighbours {
+        println!("  {p}");
+    }
+    println!("objects ({}):", s.objects.len());
+    for (id, t) in &s.objects {
+        println!("  {id}  {t}");
+    }
+}
+
+/// Whether `path` looks like a volunteer data dir (holds a node key).
+pub fn is_data_dir(path: &Path) -> bool {
+    path.join("node.key").exists()
+}

@@ -54,9 +54,10 @@
 
 pub use g2_core::{
     BuildError, CallError, CallId, Dispatch, DispatchFuture, FaultPolicy, Key, LeaveError,
-    MemStore, Node, NodeAddr, NodeBuilder, NodeId, NodeStats, Object, ObjectHandle, ObjectId,
-    ObjectUri, Overlay, OverlayFactory, Peer, RemoteError, RemoteRef, Store, Transport, UriError,
-    current_object, fault, overlay, store, transport, wire,
+    MemStore, NoNetwork, NoOverlay, NoTransport, Node, NodeAddr, NodeBuilder, NodeId, NodeStats,
+    NodeStatus, Object, ObjectHandle, ObjectId, ObjectUri, Overlay, OverlayFactory, Peer,
+    RemoteError, RemoteRef, Store, Transport, UriError, WithNetwork, WithOverlay, WithTransport,
+    current_object, fault, overlay, store, transport, validate_network_name, wire,
 };
 #[doc(hidden)]
 pub use g2_core::{decode_args, encode_result};

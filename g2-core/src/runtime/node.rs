@@ -101,6 +101,27 @@ struct ObjectSlot {
     task: JoinHandle<()>,
 }
 
+/// What `g2 status` shows of a node.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its transport address.
+    pub addr: String,
+    /// Its network.
+    pub network: String,
+    /// The overlay in use.
+    pub overlay: String,
+    /// Its nearest neighbours on the ring (leaf set / successors), itself excluded.
+    pub neighbours: Vec<Peer>,
+    /// The objects it hosts, with their types.
+    pub objects: Vec<(ObjectId, String)>,
+    /// Work counters.
+    pub stats: NodeStats,
+    /// Seconds since the node started.
+    pub uptime_s: f64,
+}
+
 /// Why a graceful leave could not migrate everything.
 #[derive(Debug, thiserror::Error)]
 #[error("{} object(s) could not be migrated before leaving: {}", failed.len(), failed.iter().map(|(id, e)| format!("{id}: {e}")).collect::<Vec<_>>().join("; "))]
@@ -151,6 +172,7 @@ pub(crate) struct NodeInner {
     /// Peers the overlay declared failed (their objects are lost under `none`).
     failed: Mutex<std::collections::HashSet<NodeId>>,
     stopped: AtomicBool,
+    started: Instant,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -217,6 +239,7 @@ impl Node {
             placements: Mutex::new(HashMap::new()),
             failed: Mutex::new(std::collections::HashSet::new()),
             stopped: AtomicBool::new(false),
+            started: Instant::now(),
             tasks: Mutex::new(Vec::new()),
         });
         let node = Node { inner };
@@ -300,6 +323,30 @@ impl Node {
             objects_hosted: lock(&self.inner.objects).len() as u64,
             migrations_out: c.migrations_out.load(Ordering::Relaxed),
             migrations_in: c.migrations_in.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A snapshot of the node for `g2 status`.
+    pub fn status(&self) -> NodeStatus {
+        let me = &self.inner.me;
+        let neighbours = lock(&self.inner.overlay)
+            .replica_set(me.id.key(), 17)
+            .into_iter()
+            .filter(|p| p.id != me.id)
+            .collect();
+        NodeStatus {
+            id: me.id,
+            addr: me.addr.to_string(),
+            network: self.inner.network.clone(),
+            overlay: self.inner.overlay_name.to_string(),
+            neighbours,
+            objects: self
+                .hosted_objects()
+                .into_iter()
+                .map(|(id, t)| (id, t.to_string()))
+                .collect(),
+            stats: self.stats(),
+            uptime_s: self.inner.started.elapsed().as_secs_f64(),
         }
     }
 
