@@ -131,6 +131,11 @@ pub trait Overlay: Send + 'static {
     fn replica_set(&self, key: Key, k: usize) -> Vec<Peer>;
     /// Whether the join has completed.
     fn is_joined(&self) -> bool;
+    /// Entries in the routing state beyond the neighbourhood (Pastry's routing
+    /// table, Chord's fingers), for reports and simulators.
+    fn routing_entries(&self) -> usize {
+        0
+    }
 }
 
 /// Builds an [`Overlay`] for a node once its identity is known. Each overlay's
