@@ -1,0 +1,263 @@
+//! Tables on stdout, CSV files and SVG plots of a [`Report`].
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::SimError;
+use crate::experiments::{ChurnRow, FailRow, HopsRow, Report};
+
+/// A result row that prints as a table row and a CSV line.
+pub trait Row {
+    /// Column names.
+    fn header() -> Vec<&'static str>;
+    /// This row's cells.
+    fn cells(&self) -> Vec<String>;
+}
+
+impl Row for HopsRow {
+    fn header() -> Vec<&'static str> {
+        vec![
+            "nodes",
+            "build",
+            "lookups",
+            "mean_hops",
+            "log16_N",
+            "max_hops",
+            "delivered_pct",
+            "mean_delay_stretch",
+            "total_delay_stretch",
+            "routing_entries_mean",
+        ]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.nodes.to_string(),
+            self.build.to_owned(),
+            self.lookups.to_string(),
+            format!("{:.3}", self.mean_hops),
+            format!("{:.2}", (self.nodes as f64).log(16.0)),
+            self.max_hops.to_string(),
+            format!("{:.3}", self.delivered_pct),
+            format!("{:.3}", self.mean_delay_stretch),
+            format!("{:.3}", self.total_delay_stretch),
+            format!("{:.1}", self.routing_entries_mean),
+        ]
+    }
+}
+
+impl Row for FailRow {
+    fn header() -> Vec<&'static str> {
+        vec![
+            "nodes",
+            "fail_fraction",
+            "mean_hops_initial",
+            "mean_hops_before",
+            "mean_hops_after",
+            "delivered_pct_before",
+            "delivered_pct_after",
+            "repair_messages_per_failed_node",
+        ]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.nodes.to_string(),
+            self.fail_fraction.to_string(),
+            format!("{:.3}", self.mean_hops_initial),
+            format!("{:.3}", self.mean_hops_before),
+            format!("{:.3}", self.mean_hops_after),
+            format!("{:.3}", self.delivered_pct_before),
+            format!("{:.3}", self.delivered_pct_after),
+            format!("{:.1}", self.repair_messages_per_failed_node),
+        ]
+    }
+}
+
+impl Row for ChurnRow {
+    fn header() -> Vec<&'static str> {
+        vec![
+            "nodes",
+            "rate",
+            "failed_lookup_pct",
+            "maintenance_msgs_per_node_s",
+        ]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.nodes.to_string(),
+            self.rate.to_string(),
+            format!("{:.3}", self.failed_lookup_pct),
+            format!("{:.3}", self.maintenance_msgs_per_node_s),
+        ]
+    }
+}
+
+/// The report as an aligned text table.
+pub fn table<R: Row>(report: &Report<R>) -> String {
+    let header = R::header();
+    let rows: Vec<Vec<String>> = report.results.iter().map(Row::cells).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].len())
+                .chain([header[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = format!("{} / {}\n", report.overlay, report.experiment);
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let _ = writeln!(
+        out,
+        "{}",
+        line(header.iter().map(|s| s.to_string()).collect())
+    );
+    for r in rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+    out
+}
+
+/// Writes the report's rows as CSV.
+pub fn write_csv<R: Row>(report: &Report<R>, path: &Path) -> Result<(), SimError> {
+    let mut out = R::header().join(",");
+    out.push('\n');
+    for r in &report.results {
+        out.push_str(&r.cells().join(","));
+        out.push('\n');
+    }
+    std::fs::write(path, out).map_err(|e| SimError::Output(format!("{}: {e}", path.display())))
+}
+
+/// A plot: named series of (x, y) points.
+pub struct Plot {
+    /// Title.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// The lines.
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// The plot of a `hops` report: mean and max hops against log10 N, with log16 N.
+pub fn hops_plot(r: &Report<HopsRow>) -> Plot {
+    let pts = |f: &dyn Fn(&HopsRow) -> f64| {
+        r.results
+            .iter()
+            .map(|x| ((x.nodes as f64).log10(), f(x)))
+            .collect()
+    };
+    Plot {
+        title: format!("{}: hops per lookup", r.overlay),
+        x_label: "log10 nodes".into(),
+        y_label: "hops".into(),
+        series: vec![
+            ("mean hops".into(), pts(&|x| x.mean_hops)),
+            ("max hops".into(), pts(&|x| f64::from(x.max_hops))),
+            ("log16 N".into(), pts(&|x| (x.nodes as f64).log(16.0))),
+        ],
+    }
+}
+
+/// The plot of a `fail` report: mean hops initially, before and after repair.
+pub fn fail_plot(r: &Report<FailRow>) -> Plot {
+    Plot {
+        title: format!(
+            "{}: hops around silent failures (0 = before, 1 = unrepaired, 2 = repaired)",
+            r.overlay
+        ),
+        x_label: "phase".into(),
+        y_label: "mean hops".into(),
+        series: r
+            .results
+            .iter()
+            .map(|x| {
+                (
+                    format!("{} nodes, {}% failed", x.nodes, x.fail_fraction * 100.0),
+                    vec![
+                        (0.0, x.mean_hops_initial),
+                        (1.0, x.mean_hops_before),
+                        (2.0, x.mean_hops_after),
+                    ],
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The plot of a `churn` report: failed lookups against the event rate.
+pub fn churn_plot(r: &Report<ChurnRow>) -> Plot {
+    Plot {
+        title: format!("{}: lookups failed under churn", r.overlay),
+        x_label: "membership events per second".into(),
+        y_label: "failed lookups (%)".into(),
+        series: vec![(
+            "failed lookups".into(),
+            r.results
+                .iter()
+                .map(|x| (x.rate, x.failed_lookup_pct))
+                .collect(),
+        )],
+    }
+}
+
+/// Draws `plot` to an SVG file.
+pub fn write_svg(plot: &Plot, path: &Path) -> Result<(), SimError> {
+    let err = |e: String| SimError::Output(format!("{}: {e}", path.display()));
+    let all = plot.series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0.0f64);
+    for &(x, y) in all {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        (x0, x1) = (0.0, 1.0);
+    }
+    if x1 - x0 < 1e-9 {
+        (x0, x1) = (x0 - 0.5, x1 + 0.5);
+    }
+    let y1 = if y1 <= 0.0 { 1.0 } else { y1 * 1.15 };
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&plot.title, ("sans-serif", 18))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x0..x1, 0.0..y1)
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc(&plot.x_label)
+        .y_desc(&plot.y_label)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    let colours = [BLUE, RED, BLACK, GREEN, MAGENTA, CYAN];
+    for (i, (name, pts)) in plot.series.iter().enumerate() {
+        let colour = colours[i % colours.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
+            .map_err(|e| err(e.to_string()))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}

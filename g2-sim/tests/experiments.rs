@@ -1,0 +1,172 @@
+//! Small simulations that must hold on every run (fast in debug builds). Each
+//! prints its seed on failure so the run can be replayed with `g2-sim --seed`.
+
+use std::time::Duration;
+
+use g2_core::Key;
+use g2_sim::experiments::{self, Build, ChurnParams, FailParams, HopsParams, Setup};
+use g2_sim::overlays::plugin;
+use g2_sim::{NetworkConfig, SimError};
+
+fn setup(seed: u64, build: Build) -> Setup {
+    Setup {
+        build,
+        net: NetworkConfig {
+            seed,
+            ..NetworkConfig::default()
+        },
+        ..Setup::default()
+    }
+}
+
+fn bound(n: usize) -> u32 {
+    (n as f64).log(16.0).ceil() as u32 + 1
+}
+
+#[test]
+fn same_seed_same_json() {
+    let run = |seed| {
+        let r = experiments::hops(
+            &setup(seed, Build::Join),
+            &HopsParams {
+                nodes: vec![150],
+                lookups: 2000,
+            },
+        )
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        serde_json::to_string(&r).expect("serialisable")
+    };
+    assert_eq!(run(7), run(7), "seed 7 is not deterministic");
+    assert_ne!(run(7), run(8));
+}
+
+#[test]
+fn stable_networks_deliver_everything_within_the_hop_bound() {
+    for (seed, build, n) in [(11, Build::Join, 400), (12, Build::Direct, 3000)] {
+        let r = experiments::hops(
+            &setup(seed, build),
+            &HopsParams {
+                nodes: vec![n],
+                lookups: 5000,
+            },
+        )
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let row = &r.results[0];
+        assert_eq!(row.delivered_pct, 100.0, "seed {seed}, {build:?}: {row:?}");
+        assert!(row.max_hops <= bound(n), "seed {seed}, {build:?}: {row:?}");
+        assert!(
+            row.mean_hops <= (n as f64).log(16.0),
+            "seed {seed}: {row:?}"
+        );
+        assert_eq!(row.hop_histogram.iter().sum::<u64>(), 5000);
+    }
+}
+
+#[test]
+fn joined_networks_agree_on_roots() {
+    let seed = 13;
+    let (mut sim, _) = setup(seed, Build::Join).network(200, 0).expect("builds");
+    assert_eq!(sim.live().len(), 200, "seed {seed}");
+    assert_eq!(sim.stats.refused, 0, "seed {seed}");
+    for _ in 0..300 {
+        let key = Key(sim.rng().next_u128());
+        assert!(sim.roots_agree(key), "seed {seed}: roots of {key:?}");
+    }
+}
+
+/// Direct initialisation must give the network the join protocol would build.
+#[test]
+fn join_and_direct_construction_agree() {
+    agree(500, 14, 0.05);
+}
+
+/// The same check at 10^4 nodes: `cargo test --release -p g2-sim -- --ignored`.
+#[test]
+#[ignore = "minutes in debug builds; run with --release"]
+fn join_and_direct_construction_agree_at_ten_thousand_nodes() {
+    agree(10_000, 15, 0.03);
+}
+
+fn agree(n: usize, seed: u64, tolerance: f64) {
+    let p = HopsParams {
+        nodes: vec![n],
+        lookups: 20_000,
+    };
+    let join = experiments::hops(&setup(seed, Build::Join), &p).expect("join-built");
+    let direct = experiments::hops(&setup(seed, Build::Direct), &p).expect("direct-built");
+    let (j, d) = (&join.results[0], &direct.results[0]);
+    let rel = (j.mean_hops - d.mean_hops).abs() / d.mean_hops;
+    assert!(rel <= tolerance, "seed {seed}: join {j:?} vs direct {d:?}");
+    let entries = (j.routing_entries_mean - d.routing_entries_mean).abs() / d.routing_entries_mean;
+    assert!(entries <= 0.1, "seed {seed}: join {j:?} vs direct {d:?}");
+}
+
+#[test]
+fn silent_failures_are_repaired() {
+    let seed = 16;
+    let r = experiments::fail(
+        &setup(seed, Build::Join),
+        &FailParams {
+            nodes: 300,
+            fail_fraction: 0.1,
+            lookups: 3000,
+            settle: Duration::from_secs(120),
+        },
+    )
+    .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    let row = &r.results[0];
+    assert_eq!(row.delivered_pct_after, 100.0, "seed {seed}: {row:?}");
+    assert!(
+        row.mean_hops_after <= row.mean_hops_before,
+        "seed {seed}: {row:?}"
+    );
+}
+
+#[test]
+fn churn_keeps_most_lookups_working() {
+    let seed = 17;
+    let r = experiments::churn(
+        &setup(seed, Build::Join),
+        &ChurnParams {
+            nodes: 100,
+            rates: vec![0.05],
+            lookup_rate: 5.0,
+            duration: Duration::from_secs(600),
+        },
+    )
+    .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    let row = &r.results[0];
+    assert!(row.failed_lookup_pct < 5.0, "seed {seed}: {row:?}");
+    assert!(
+        row.maintenance_msgs_per_node_s > 0.0,
+        "seed {seed}: {row:?}"
+    );
+}
+
+#[test]
+fn graceful_leaves_lose_nothing() {
+    let seed = 18;
+    let (mut sim, _) = setup(seed, Build::Join).network(150, 0).expect("builds");
+    for _ in 0..15 {
+        let v = sim.random_live().expect("nodes");
+        sim.leave(v);
+    }
+    sim.run_for(Duration::from_secs(2));
+    for _ in 0..2000 {
+        let src = sim.random_live().expect("nodes");
+        let key = Key(sim.rng().next_u128());
+        let l = sim.lookup(src, key);
+        // Leaves learn of the departure at once; routing tables elsewhere may
+        // still name the leaver, which costs a dead hop but never a lookup.
+        assert!(l.delivered, "seed {seed}: {l:?}");
+    }
+}
+
+#[test]
+fn unknown_overlays_are_named() {
+    let err = plugin("chord", Default::default())
+        .err()
+        .expect("chord is not simulated yet");
+    assert!(matches!(err, SimError::UnknownOverlay(_)));
+    assert!(err.to_string().contains("unknown overlay \"chord\""));
+}
