@@ -64,6 +64,10 @@ pub struct Request {
     pub target: ObjectId,
     /// Overlay hops taken so far.
     pub hops: u8,
+    /// Sent on by a root that does not host the object but holds its placement
+    /// record: the named host answers itself and never routes it back.
+    #[serde(default)]
+    pub via_record: bool,
     /// What is asked.
     pub kind: RequestKind,
 }
@@ -282,6 +286,7 @@ mod tests {
             origin: Peer::new(NodeId::from_u128(1), NodeAddr::new("mem:1")),
             target: ObjectId::from_u128(99),
             hops: 2,
+            via_record: false,
             kind: RequestKind::Call {
                 method: "evolve".into(),
                 args: vec![1, 2, 3],

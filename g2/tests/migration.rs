@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use g2::mem::MemNetwork;
+#[macro_use]
+mod common;
+
+use common::{Routing, TestNet};
 use g2::prelude::*;
-use g2::testing::Directory;
 use serde::{Deserialize, Serialize};
 
 #[g2::remote]
@@ -54,30 +56,17 @@ impl Tally for Count {
     }
 }
 
-struct Net {
-    net: MemNetwork,
-    dir: Directory,
+async fn network(routing: Routing, n: usize) -> TestNet {
+    TestNet::new(routing, "migrate.test", n, Duration::from_secs(20), |b| {
+        b.register::<Count>()
+    })
+    .await
 }
 
-impl Net {
-    fn new() -> Self {
-        Net {
-            net: MemNetwork::new(),
-            dir: Directory::new(),
-        }
-    }
-    async fn node(&self) -> Node {
-        Node::builder()
-            .network("migrate.test")
-            .overlay(self.dir.overlay())
-            .transport(self.net.endpoint())
-            .register::<Count>()
-            .call_timeout(Duration::from_secs(20))
-            .build()
-            .await
-            .expect("node")
-    }
-}
+on_both_overlays!(
+    objects_move_to_joining_volunteers_without_losing_or_repeating_a_call,
+    a_graceful_leave_hands_every_object_on_while_calls_continue,
+);
 
 /// Clients calling `add(1)` on the objects until told to stop; returns how many
 /// calls each object acknowledged.
@@ -115,14 +104,13 @@ fn workload(
     })
 }
 
-async fn settled(dir: &Directory, nodes: &[Node], objects: &[ObjectId]) -> bool {
+async fn settled(net: &TestNet, objects: &[ObjectId]) -> bool {
     for _ in 0..200 {
+        let live = net.live();
         let ok = objects.iter().all(|id| {
-            let root = dir.root(id.key()).unwrap();
-            nodes
-                .iter()
-                .filter(|n| !n.is_stopped())
-                .all(|n| n.hosted_objects().iter().any(|(o, _)| o == id) == (n.id() == root.id))
+            let root = net.root(id.key());
+            live.iter()
+                .all(|n| n.hosted_objects().iter().any(|(o, _)| o == id) == (n.id() == root))
         });
         if ok {
             return true;
@@ -132,13 +120,9 @@ async fn settled(dir: &Directory, nodes: &[Node], objects: &[ObjectId]) -> bool 
     false
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn objects_move_to_joining_volunteers_without_losing_or_repeating_a_call() {
-    let net = Net::new();
-    let mut nodes = Vec::new();
-    for _ in 0..6 {
-        nodes.push(net.node().await);
-    }
+async fn objects_move_to_joining_volunteers_without_losing_or_repeating_a_call(routing: Routing) {
+    let mut net = network(routing, 6).await;
+    let nodes = net.nodes.clone();
     let mut objects = Vec::new();
     for i in 0..40 {
         let r: TallyRef = nodes[i % nodes.len()].create::<Count>(()).await.unwrap();
@@ -149,17 +133,18 @@ async fn objects_move_to_joining_volunteers_without_losing_or_repeating_a_call()
     let load = workload(nodes[..3].to_vec(), objects.clone(), stop.clone());
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(30)).await;
-        nodes.push(net.node().await);
+        net.add_node().await;
     }
+    net.settle().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = load.await.unwrap().expect("every call succeeded");
 
     assert!(
-        settled(&net.dir, &nodes, &objects).await,
+        settled(&net, &objects).await,
         "every object reached its root"
     );
-    let moved_in: u64 = nodes[6..].iter().map(|n| n.stats().migrations_in).sum();
+    let moved_in: u64 = net.nodes[6..].iter().map(|n| n.stats().migrations_in).sum();
     assert!(moved_in > 0, "the new volunteers took objects over");
     let client = &nodes[0];
     for id in &objects {
@@ -168,13 +153,9 @@ async fn objects_move_to_joining_volunteers_without_losing_or_repeating_a_call()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_graceful_leave_hands_every_object_on_while_calls_continue() {
-    let net = Net::new();
-    let mut nodes = Vec::new();
-    for _ in 0..10 {
-        nodes.push(net.node().await);
-    }
+async fn a_graceful_leave_hands_every_object_on_while_calls_continue(routing: Routing) {
+    let net = network(routing, 10).await;
+    let nodes = net.nodes.clone();
     let mut objects = Vec::new();
     for i in 0..40 {
         let r: TallyRef = nodes[i % nodes.len()].create::<Count>(()).await.unwrap();
@@ -198,7 +179,8 @@ async fn a_graceful_leave_hands_every_object_on_while_calls_continue() {
     let acked = load.await.unwrap().expect("every call succeeded");
 
     let live = &nodes[..6];
-    assert!(settled(&net.dir, live, &objects).await);
+    net.settle().await;
+    assert!(settled(&net, &objects).await);
     let hosted: u64 = live.iter().map(|n| n.stats().objects_hosted).sum();
     assert_eq!(hosted, objects.len() as u64, "one live copy of each object");
     for id in &objects {

@@ -1,12 +1,15 @@
 //! A 16-node in-process network: activation, routing, references as arguments,
-//! one-way calls, deadlines and errors, as an application sees them.
+//! one-way calls, deadlines and errors, as an application sees them — once over
+//! Pastry and once over the test-support overlay.
 
 use std::time::Duration;
 
+#[macro_use]
+mod common;
+
+use common::{Routing, TestNet};
 use g2::RemoteError;
-use g2::mem::MemNetwork;
 use g2::prelude::*;
-use g2::testing::Directory;
 use serde::{Deserialize, Serialize};
 
 #[g2::remote]
@@ -74,28 +77,22 @@ impl Cell for Counter {
 
 const NET: &str = "test.g2";
 
-async fn network(n: usize, call_timeout: Duration) -> (MemNetwork, Directory, Vec<Node>) {
-    let net = MemNetwork::new();
-    let dir = Directory::new();
-    let mut nodes = Vec::new();
-    for _ in 0..n {
-        let node = Node::builder()
-            .network(NET)
-            .overlay(dir.overlay())
-            .transport(net.endpoint())
-            .register::<Counter>()
-            .call_timeout(call_timeout)
-            .build()
-            .await
-            .expect("node builds");
-        nodes.push(node);
-    }
-    (net, dir, nodes)
+async fn network(routing: Routing, n: usize, call_timeout: Duration) -> TestNet {
+    TestNet::new(routing, NET, n, call_timeout, |b| b.register::<Counter>()).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_objects_live_on_their_roots_and_answer_every_node() {
-    let (_net, dir, nodes) = network(16, Duration::from_secs(10)).await;
+on_both_overlays!(
+    two_hundred_objects_live_on_their_roots_and_answer_every_node,
+    objects_call_each_other_through_references_passed_as_arguments,
+    one_way_calls_run_once_each_in_order,
+    a_call_cycle_ends_in_a_deadline_error_not_a_hang,
+    unknown_objects_types_and_methods_get_clear_errors,
+    a_crashed_volunteers_objects_are_reported_lost_once_the_failure_is_detected,
+);
+
+async fn two_hundred_objects_live_on_their_roots_and_answer_every_node(routing: Routing) {
+    let net = network(routing, 16, Duration::from_secs(10)).await;
+    let nodes = &net.nodes;
     let mut refs = Vec::new();
     for i in 0..200u64 {
         let creator = &nodes[i as usize % nodes.len()];
@@ -104,10 +101,10 @@ async fn two_hundred_objects_live_on_their_roots_and_answer_every_node() {
     }
     // each object lives on the root of its GUID
     for r in &refs {
-        let root = dir.root(r.id().key()).expect("root");
+        let root = net.root(r.id().key());
         let host = nodes
             .iter()
-            .find(|n| n.id() == root.id)
+            .find(|n| n.id() == root)
             .expect("root is a node");
         assert!(
             host.hosted_objects()
@@ -118,7 +115,7 @@ async fn two_hundred_objects_live_on_their_roots_and_answer_every_node() {
     let hosted: u64 = nodes.iter().map(|n| n.stats().objects_hosted).sum();
     assert_eq!(hosted, 200);
     // every node reaches every object
-    for node in &nodes {
+    for node in nodes {
         for (i, r) in refs.iter().enumerate() {
             let via = node.reference::<CellRef>(r.id());
             assert_eq!(
@@ -134,9 +131,9 @@ async fn two_hundred_objects_live_on_their_roots_and_answer_every_node() {
     assert!(hits > 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn objects_call_each_other_through_references_passed_as_arguments() {
-    let (_net, _dir, nodes) = network(16, Duration::from_secs(10)).await;
+async fn objects_call_each_other_through_references_passed_as_arguments(routing: Routing) {
+    let net = network(routing, 16, Duration::from_secs(10)).await;
+    let nodes = &net.nodes;
     let a: CellRef = nodes[0].create::<Counter>(100).await.unwrap();
     let b: CellRef = nodes[5].create::<Counter>(1).await.unwrap();
     // a adds 10 to b, then to itself: 11 + 110
@@ -151,9 +148,9 @@ async fn objects_call_each_other_through_references_passed_as_arguments() {
     assert_eq!(a.whoami().await.unwrap(), Some(a.id()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_way_calls_run_once_each_in_order() {
-    let (_net, _dir, nodes) = network(16, Duration::from_secs(10)).await;
+async fn one_way_calls_run_once_each_in_order(routing: Routing) {
+    let net = network(routing, 16, Duration::from_secs(10)).await;
+    let nodes = &net.nodes;
     let c: CellRef = nodes[3].create::<Counter>(0).await.unwrap();
     let from = nodes[11].reference::<CellRef>(c.id());
     for i in 1..=100 {
@@ -163,9 +160,9 @@ async fn one_way_calls_run_once_each_in_order() {
     assert_eq!(from.get().await.unwrap(), 5050);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_cycle_ends_in_a_deadline_error_not_a_hang() {
-    let (_net, _dir, nodes) = network(16, Duration::from_millis(800)).await;
+async fn a_call_cycle_ends_in_a_deadline_error_not_a_hang(routing: Routing) {
+    let net = network(routing, 16, Duration::from_millis(800)).await;
+    let nodes = &net.nodes;
     let a: CellRef = nodes[1].create::<Counter>(7).await.unwrap();
     let b: CellRef = nodes[2].create::<Counter>(0).await.unwrap();
     let err = a
@@ -194,9 +191,9 @@ async fn a_call_cycle_ends_in_a_deadline_error_not_a_hang() {
     assert_eq!(b.get().await.unwrap(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_objects_types_and_methods_get_clear_errors() {
-    let (_net, _dir, nodes) = network(16, Duration::from_secs(5)).await;
+async fn unknown_objects_types_and_methods_get_clear_errors(routing: Routing) {
+    let net = network(routing, 16, Duration::from_secs(5)).await;
+    let nodes = &net.nodes;
     let ghost = ObjectId::random();
     let r = nodes[4].reference::<CellRef>(ghost);
     assert_eq!(r.get().await.unwrap_err(), CallError::ObjectNotFound(ghost));
@@ -247,41 +244,39 @@ async fn unknown_objects_types_and_methods_get_clear_errors() {
     assert_eq!(loose.get().await.unwrap_err(), CallError::NoRuntime);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_volunteers_objects_are_reported_lost_once_the_failure_is_detected() {
-    let (net, dir, nodes) = network(8, Duration::from_secs(5)).await;
+async fn a_crashed_volunteers_objects_are_reported_lost_once_the_failure_is_detected(
+    routing: Routing,
+) {
+    let net = network(routing, 8, Duration::from_secs(5)).await;
+    let nodes = &net.nodes;
     let c: CellRef = nodes[0].create::<Counter>(3).await.unwrap();
-    let host = dir.root(c.id().key()).unwrap();
-    let client = nodes.iter().find(|n| n.id() != host.id).unwrap();
+    let host = net.root(c.id().key());
+    let client = nodes.iter().find(|n| n.id() != host).unwrap();
     let via = client.reference::<CellRef>(c.id());
     assert_eq!(via.get().await.unwrap(), 3);
-    // the volunteer crashes; before anyone notices, its objects are unreachable
-    net.kill(host.id);
-    let err = via
-        .with_timeout(Duration::from_secs(2))
-        .get()
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, CallError::Unreachable { target, .. } if target == c.id()),
-        "{err:?}"
-    );
-    // once the overlay declares it failed, the new root answers: lost (policy none)
-    dir.fail(host.id);
-    let mut last = None;
-    for _ in 0..100 {
+    // the volunteer crashes; until the overlay notices, its objects are
+    // unreachable; once it is declared failed, the new root answers: lost
+    net.crash(host);
+    let mut last: Option<CallError> = None;
+    for _ in 0..200 {
         match via.with_timeout(Duration::from_secs(2)).get().await {
             Err(CallError::ObjectLost(id)) => {
                 assert_eq!(id, c.id());
                 last = None;
                 break;
             }
-            other => last = Some(other),
+            Err(CallError::Unreachable { target, .. }) if target == c.id() => {
+                last = Some(CallError::Unreachable {
+                    target,
+                    reason: String::new(),
+                });
+            }
+            other => panic!("a crashed object is unreachable, then lost; got {other:?}"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(last.is_none(), "expected ObjectLost, last answer {last:?}");
-    // objects that lived elsewhere are untouched
+    // objects that live elsewhere are untouched
     let d: CellRef = client.create::<Counter>(9).await.unwrap();
     assert_eq!(d.get().await.unwrap(), 9);
 }

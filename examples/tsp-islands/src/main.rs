@@ -34,7 +34,24 @@ const EMBEDDED: &[(&str, &str)] = &[
 
 /// Island GA for the TSP on a G2 network (in-process by default).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Run the GA (the default): in-process, or as a client of a real network
+    /// with `--connect`.
+    Run(Args),
+    /// Volunteer this machine to a network, able to host islands.
+    Volunteer(g2_volunteer::VolunteerArgs),
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// A TSPLIB EUC_2D file, or the name of a shipped instance (berlin52, eil51, st70, ch150).
     #[arg(long, default_value = "berlin52")]
@@ -71,6 +88,21 @@ struct Args {
     /// Repetitions of each side for `--overhead`.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Run as a client of a real network, joining through the volunteer at ADDR
+    /// (QUIC, Pastry) instead of an in-process network.
+    #[arg(long, conflicts_with_all = ["sequential", "overhead"])]
+    connect: Option<std::net::SocketAddr>,
+    /// The routing overlay of the in-process network: pastry, or `test` (the
+    /// test-support full-membership overlay).
+    #[arg(long, default_value = "pastry")]
+    routing: String,
+    /// The network name used with `--connect`.
+    #[arg(long, default_value = "tsp.g2")]
+    network: String,
+    /// Fault tolerance of this run's objects: none (graceful migration only),
+    /// local or replicated.
+    #[arg(long, default_value = "none")]
+    ft: String,
 }
 
 struct Outcome {
@@ -113,26 +145,68 @@ fn progress(epochs: u32, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// The in-process network of `--nodes` volunteers.
+async fn in_process_nodes(args: &Args) -> Result<Vec<Node>, String> {
+    let net = MemNetwork::new();
+    let members = Directory::new();
+    let mut nodes: Vec<Node> = Vec::new();
+    for _ in 0..args.nodes.max(1) {
+        let b = Node::builder().network(args.network.clone());
+        let node = if args.routing == "test" {
+            b.overlay(members.overlay())
+                .transport(net.endpoint())
+                .register::<TspIsland>()
+                .build()
+                .await
+        } else {
+            let mut b = b
+                .overlay(g2_routing_pastry::PastryConfig::default())
+                .transport(net.endpoint())
+                .register::<TspIsland>();
+            if let Some(first) = nodes.first() {
+                b = b.bootstrap(first.peer().addr.clone());
+            }
+            b.build().await
+        }
+        .map_err(|e| format!("starting a node: {e}"))?;
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+/// A node of a real network (QUIC, Pastry), joined through `bootstrap`.
+async fn client_node(args: &Args, bootstrap: std::net::SocketAddr) -> Result<Node, String> {
+    use g2::quic::{NodeKey, QuicConfig, QuicTransport};
+    let key = NodeKey::generate().map_err(|e| e.to_string())?;
+    let listen = if bootstrap.is_ipv4() {
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+    } else {
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+    };
+    let transport = QuicTransport::bind(QuicConfig::new(args.network.clone(), listen, key))
+        .await
+        .map_err(|e| e.to_string())?;
+    Node::builder()
+        .network(args.network.clone())
+        .overlay(g2_routing_pastry::PastryConfig::default())
+        .transport(transport)
+        .bootstrap(g2::NodeAddr::new(bootstrap.to_string()))
+        .register::<TspIsland>()
+        .build()
+        .await
+        .map_err(|e| format!("joining the network at {bootstrap}: {e}"))
+}
+
 async fn run_network(
     args: &Args,
     instance: &Instance,
     params: GaParams,
     bar: &ProgressBar,
 ) -> Result<Outcome, String> {
-    let net = MemNetwork::new();
-    let members = Directory::new();
-    let mut nodes = Vec::new();
-    for _ in 0..args.nodes.max(1) {
-        let node = Node::builder()
-            .network("tsp.g2")
-            .overlay(members.overlay())
-            .transport(net.endpoint())
-            .register::<TspIsland>()
-            .build()
-            .await
-            .map_err(|e| format!("starting a node: {e}"))?;
-        nodes.push(node);
-    }
+    let nodes = match args.connect {
+        Some(addr) => vec![client_node(args, addr).await?],
+        None => in_process_nodes(args).await?,
+    };
     let client = &nodes[0];
     let started = Instant::now();
     let mut islands: Vec<IslandRef> = Vec::new();
@@ -188,8 +262,17 @@ async fn run_network(
     }
     let elapsed = started.elapsed();
     let calls = nodes.iter().map(|n| n.stats().calls_sent).sum();
-    for n in &nodes {
-        n.shutdown();
+    if args.connect.is_some() {
+        // hand the islands this node hosts to the network before going
+        for n in &nodes {
+            if let Err(e) = n.leave().await {
+                eprintln!("tsp-islands: leaving: {e}");
+            }
+        }
+    } else {
+        for n in &nodes {
+            n.shutdown();
+        }
     }
     let (tour, length) = best.ok_or("no islands")?;
     Ok(Outcome {
@@ -236,8 +319,13 @@ fn draw_svg(path: &Path, instance: &Instance, tour: &[u32], length: u64) -> Resu
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Volunteer(v)) => volunteer(&v),
+        Some(Command::Run(args)) => run(&args),
+        None => run(&cli.args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tsp-islands: {e}");
@@ -326,7 +414,34 @@ fn overhead(args: &Args, instance: &Instance, params: GaParams) -> Result<(), St
     Ok(())
 }
 
+/// `tsp-islands volunteer`: a volunteer host with the island type linked in.
+fn volunteer(args: &g2_volunteer::VolunteerArgs) -> Result<(), String> {
+    g2_volunteer::init_logging();
+    let cfg = g2_volunteer::VolunteerConfig::resolve(args).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting tokio: {e}"))?;
+    runtime.block_on(async {
+        let v = g2_volunteer::Volunteer::start(&cfg, |b| b.register::<TspIsland>())
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "volunteer {} listening on {}",
+            v.node().id(),
+            v.local_addr()
+        );
+        v.run_until_shutdown().await.map_err(|e| e.to_string())
+    })
+}
+
 fn run(args: &Args) -> Result<(), String> {
+    if args.ft != "none" {
+        return Err(format!(
+            "--ft {}: only `none` (graceful migration) is available so far; `local` and `replicated` are still to come",
+            args.ft
+        ));
+    }
     let instance = load_instance(&args.instance)?;
     if args.islands == 0 {
         return Err("--islands must be at least 1".into());

@@ -22,8 +22,7 @@ use crate::store::Store;
 use crate::transport::{Incoming, Transport};
 use crate::uri::ObjectUri;
 use crate::wire::{
-    Body, ByteVec, Frame, MAX_HOPS, Placement, RemoteError, Reply, Request, RequestKind, from_cbor,
-    to_cbor,
+    Body, ByteVec, Frame, MAX_HOPS, RemoteError, Reply, Request, RequestKind, from_cbor, to_cbor,
 };
 
 /// How many times a request is re-routed after its next hop proved unreachable.
@@ -122,6 +121,14 @@ pub struct NodeStatus {
     pub uptime_s: f64,
 }
 
+/// What a root's placement records say of an object it does not host.
+enum Placement {
+    /// Its host failed.
+    Lost,
+    /// It lives there.
+    At(Peer),
+}
+
 /// Why a graceful leave could not migrate everything.
 #[derive(Debug, thiserror::Error)]
 #[error("{} object(s) could not be migrated before leaving: {}", failed.len(), failed.iter().map(|(id, e)| format!("{id}: {e}")).collect::<Vec<_>>().join("; "))]
@@ -168,11 +175,12 @@ pub(crate) struct NodeInner {
     moved: Mutex<HashMap<ObjectId, Peer>>,
     leaving: AtomicBool,
     /// Placement records of objects whose replica set includes this node.
-    placements: Mutex<HashMap<ObjectId, Placement>>,
+    placements: Mutex<HashMap<ObjectId, crate::wire::Placement>>,
     /// Peers the overlay declared failed (their objects are lost under `none`).
     failed: Mutex<std::collections::HashSet<NodeId>>,
     stopped: AtomicBool,
     started: Instant,
+    receiver: Mutex<Option<JoinHandle<()>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -192,6 +200,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Drop for NodeInner {
     fn drop(&mut self) {
         self.transport.close();
+        if let Some(r) = lock(&self.receiver).take() {
+            r.abort();
+        }
         for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
@@ -240,6 +251,7 @@ impl Node {
             failed: Mutex::new(std::collections::HashSet::new()),
             stopped: AtomicBool::new(false),
             started: Instant::now(),
+            receiver: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         });
         let node = Node { inner };
@@ -252,7 +264,8 @@ impl Node {
             overlay_loop(Arc::downgrade(&node.inner), node.inner.overlay_wake.clone())
                 .instrument(span),
         );
-        lock(&node.inner.tasks).extend([recv, drive]);
+        *lock(&node.inner.receiver) = Some(recv);
+        lock(&node.inner.tasks).push(drive);
 
         let joined_signal = node.inner.joined.clone();
         let joined = joined_signal.notified();
@@ -324,6 +337,11 @@ impl Node {
             migrations_out: c.migrations_out.load(Ordering::Relaxed),
             migrations_in: c.migrations_in.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether this node is the root of `key` in its overlay's current view.
+    pub fn is_root_of(&self, key: crate::Key) -> bool {
+        lock(&self.inner.overlay).is_root(key)
     }
 
     /// A snapshot of the node for `g2 status`.
@@ -481,6 +499,9 @@ impl Node {
         }
         lock(&inner.overlay).leave(Instant::now());
         inner.transport.close();
+        if let Some(r) = lock(&inner.receiver).take() {
+            r.abort();
+        }
         for t in lock(&inner.tasks).drain(..) {
             t.abort();
         }
@@ -523,6 +544,18 @@ impl Node {
         // already on their way here for a grace period
         let _ = tokio::time::timeout(Duration::from_secs(2), notified).await;
         tokio::time::sleep(LEAVE_GRACE).await;
+        // stop receiving, then pass on whatever had already arrived
+        inner.transport.close();
+        let receiver = lock(&inner.receiver).take();
+        if let Some(r) = receiver {
+            let abort = r.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), r)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
         tracing::info!(node = %inner.me.id, failed = failed.len(), "left the network");
         self.shutdown();
         if failed.is_empty() {
@@ -571,6 +604,7 @@ impl NodeInner {
             origin: inner.me.clone(),
             target,
             hops: 0,
+            via_record: false,
             kind,
         };
         if let Some(to) = via {
@@ -675,17 +709,31 @@ impl NodeInner {
                 return;
             }
             let moved = lock(&self.moved).get(&req.target).cloned();
+            if req.via_record && moved.is_none() {
+                // a root sent this here on the strength of a stale record
+                let target = req.target;
+                self.reply(
+                    &req.origin,
+                    req.id,
+                    Err(RemoteError::ObjectNotFound(target)),
+                )
+                .await;
+                return;
+            }
             let route = match moved {
                 Some(host) => Route::Forward(host),
                 None => lock(&self.overlay).route(req.target.key()),
             };
             match route {
                 Route::Local => {
-                    if let Some(err) = self.lost(&req) {
-                        self.reply(&req.origin, req.id, Err(err)).await;
-                        return;
+                    match self.placement_of(&req) {
+                        Some(Placement::Lost) => {
+                            let err = RemoteError::ObjectLost(req.target);
+                            self.reply(&req.origin, req.id, Err(err)).await;
+                        }
+                        Some(Placement::At(host)) => self.forward_to_recorded_host(req, host).await,
+                        None => self.deliver_local(req).await,
                     }
-                    self.deliver_local(req).await;
                     return;
                 }
                 Route::Forward(next) if next.id == self.me.id => {
@@ -908,17 +956,35 @@ impl NodeInner {
         Ok(())
     }
 
-    /// At the root of a call's target that is not hosted here: whether a placement
-    /// record says the object lived on a node that has since failed.
-    fn lost(&self, req: &Request) -> Option<RemoteError> {
+    /// At the root of a call's target that is not hosted here: what the
+    /// placement records say of it (nothing: not found here).
+    fn placement_of(&self, req: &Request) -> Option<Placement> {
         if !matches!(req.kind, RequestKind::Call { .. }) {
             return None;
         }
         let record = lock(&self.placements).get(&req.target).cloned()?;
-        if record.host.id == self.me.id || !lock(&self.failed).contains(&record.host.id) {
+        if record.host.id == self.me.id {
             return None;
         }
-        Some(RemoteError::ObjectLost(req.target))
+        if lock(&self.failed).contains(&record.host.id) {
+            return Some(Placement::Lost);
+        }
+        Some(Placement::At(record.host))
+    }
+
+    /// Passes a call on to the host its placement record names (views of the
+    /// ring can briefly disagree); an unreachable host means the object is lost.
+    async fn forward_to_recorded_host(self: &Arc<Self>, mut req: Request, host: Peer) {
+        req.via_record = true;
+        req.hops += 1;
+        if let Err(e) = self.send_frame(&host, Body::Request(req.clone())).await {
+            debug!(object = %req.target, host = %host, "recorded host unreachable ({e}): object lost");
+            lock(&self.failed).insert(host.id);
+            self.peer_unreachable(host.id);
+            let target = req.target;
+            self.reply(&req.origin, req.id, Err(RemoteError::ObjectLost(target)))
+                .await;
+        }
     }
 
     /// Tells the replica set of each hosted object (or of `only`) where it lives.
@@ -938,7 +1004,7 @@ impl NodeInner {
         };
         for (object, policy) in hosted {
             let replicas = lock(&self.overlay).replica_set(object.key(), PLACEMENT_REPLICAS);
-            let record = Placement {
+            let record = crate::wire::Placement {
                 object,
                 host: self.me.clone(),
                 policy,
@@ -1144,6 +1210,7 @@ impl NodeInner {
             origin: inv.origin,
             target,
             hops: 1,
+            via_record: false,
             kind: RequestKind::Call {
                 method: inv.call.method,
                 args: inv.call.args,

@@ -300,6 +300,7 @@ async fn garbage_from_a_peer_is_dropped_and_the_node_keeps_serving() {
         origin: remote.clone(),
         target: id,
         hops: 1,
+        via_record: false,
         kind: RequestKind::Create {
             type_name: "test.Echo".into(),
             init: to_cbor(&()).unwrap(),

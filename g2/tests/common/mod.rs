@@ -1,0 +1,155 @@
+//! An in-process test network over either overlay: the test-support
+//! full-membership overlay or Pastry (the product's routing).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use g2::mem::MemNetwork;
+use g2::testing::Directory;
+use g2::{Key, Node, NodeBuilder, NodeId, WithNetwork, WithOverlay, WithTransport};
+use g2_routing_pastry::PastryConfig;
+
+/// Which overlay a test network routes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// The test-support full-membership overlay.
+    TestSupport,
+    /// Pastry, with fast heartbeats so failures are detected within a second.
+    Pastry,
+}
+
+pub type Ready = NodeBuilder<WithNetwork, WithOverlay, WithTransport>;
+
+pub struct TestNet {
+    pub mem: MemNetwork,
+    pub dir: Directory,
+    pub routing: Routing,
+    pub nodes: Vec<Node>,
+    network: &'static str,
+    call_timeout: Duration,
+    register: fn(Ready) -> Ready,
+}
+
+pub fn pastry_for_tests() -> PastryConfig {
+    PastryConfig {
+        heartbeat_period: Duration::from_millis(100),
+        failure_timeout: Duration::from_millis(600),
+        request_timeout: Duration::from_millis(500),
+        ..PastryConfig::default()
+    }
+}
+
+impl TestNet {
+    pub async fn new(
+        routing: Routing,
+        network: &'static str,
+        n: usize,
+        call_timeout: Duration,
+        register: fn(Ready) -> Ready,
+    ) -> TestNet {
+        let mut net = TestNet {
+            mem: MemNetwork::new(),
+            dir: Directory::new(),
+            routing,
+            nodes: Vec::new(),
+            network,
+            call_timeout,
+            register,
+        };
+        for _ in 0..n {
+            net.add_node().await;
+        }
+        net.settle().await;
+        net
+    }
+
+    /// Starts one more node and joins it (through the first node, for Pastry).
+    pub async fn add_node(&mut self) -> Node {
+        let b = Node::builder().network(self.network);
+        let b = match self.routing {
+            Routing::TestSupport => b.overlay(self.dir.overlay()).transport(self.mem.endpoint()),
+            Routing::Pastry => {
+                let b = b.overlay(pastry_for_tests()).transport(self.mem.endpoint());
+                match self.nodes.iter().find(|n| !n.is_stopped()) {
+                    Some(first) => b.bootstrap(first.peer().addr.clone()),
+                    None => b,
+                }
+            }
+        };
+        let node = (self.register)(b.call_timeout(self.call_timeout))
+            .build()
+            .await
+            .expect("node builds and joins");
+        self.nodes.push(node.clone());
+        node
+    }
+
+    pub fn live(&self) -> Vec<Node> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.is_stopped())
+            .cloned()
+            .collect()
+    }
+
+    /// The true root of `key` among the live nodes.
+    pub fn root(&self, key: Key) -> NodeId {
+        let live = self.live();
+        let k = key
+            .closest(live.iter().map(|n| n.id().key()))
+            .expect("a live node");
+        NodeId::from_u128(k.0)
+    }
+
+    /// Waits (bounded) until every live node agrees on the root of sample keys.
+    pub async fn settle(&self) {
+        for _ in 0..200 {
+            let live = self.live();
+            let ok = (0..64u128).all(|i| {
+                let key = Key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+                let root = self.root(key);
+                live.iter()
+                    .all(|n| n.status().neighbours.len() + 1 >= live.len().min(17))
+                    && live.iter().filter(|n| n.is_root_of(key)).count() == 1
+                    && live.iter().any(|n| n.id() == root && n.is_root_of(key))
+            });
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the {:?} overlay did not settle", self.routing);
+    }
+
+    /// Crashes a node: its endpoint dies with its volatile state. With the
+    /// test-support overlay everyone is told at once; Pastry detects it.
+    pub fn crash(&self, id: NodeId) {
+        self.mem.kill(id);
+        if let Some(n) = self.nodes.iter().find(|n| n.id() == id) {
+            n.shutdown();
+        }
+        if self.routing == Routing::TestSupport {
+            self.dir.fail(id);
+        }
+    }
+}
+
+/// Runs a test body once per overlay.
+#[macro_export]
+macro_rules! on_both_overlays {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn test_support_overlay() {
+                    super::$name($crate::common::Routing::TestSupport).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn pastry() {
+                    super::$name($crate::common::Routing::Pastry).await
+                }
+            }
+        )*
+    };
+}
