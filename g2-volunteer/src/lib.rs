@@ -58,6 +58,14 @@ pub struct VolunteerArgs {
     /// The routing overlay.
     #[arg(long, value_enum)]
     pub routing: Option<Routing>,
+    /// Overlay heartbeat period among neighbours, in milliseconds (default: a
+    /// third of the failure timeout).
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// A neighbour silent this long is declared failed, in milliseconds
+    /// (default 30000); its objects are then recovered or reported lost.
+    #[arg(long)]
+    pub failure_timeout_ms: Option<u64>,
     /// A TOML file with the same keys (`network = "..."`, `listen = "..."`, ...).
     #[arg(long)]
     #[serde(skip)]
@@ -77,6 +85,10 @@ pub struct VolunteerConfig {
     pub data_dir: PathBuf,
     /// The overlay.
     pub routing: Routing,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Failure-detection timeout.
+    pub failure_timeout: Duration,
 }
 
 /// Why a volunteer could not start or stop cleanly.
@@ -124,12 +136,22 @@ impl VolunteerConfig {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| default_data_dir(&network, listen));
+        let failure_timeout_ms = args
+            .failure_timeout_ms
+            .or(file.failure_timeout_ms)
+            .unwrap_or(30_000);
+        let heartbeat_ms = args
+            .heartbeat_ms
+            .or(file.heartbeat_ms)
+            .unwrap_or((failure_timeout_ms / 3).max(1));
         Ok(Self {
             network,
             listen,
             bootstrap: args.bootstrap.or(file.bootstrap),
             data_dir,
             routing: args.routing.or(file.routing).unwrap_or(Routing::Pastry),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            failure_timeout: Duration::from_millis(failure_timeout_ms),
         })
     }
 }
@@ -141,6 +163,22 @@ fn default_data_dir(network: &str, listen: SocketAddr) -> PathBuf {
     base.join(".g2")
         .join(network)
         .join(listen.to_string().replace([':', '[', ']'], "_"))
+}
+
+/// Pastry with these failure-detection timings (checked).
+pub fn pastry(
+    heartbeat: Duration,
+    failure_timeout: Duration,
+) -> Result<g2_routing_pastry::PastryConfig, VolunteerError> {
+    let cfg = g2_routing_pastry::PastryConfig {
+        heartbeat_period: heartbeat,
+        failure_timeout,
+        request_timeout: failure_timeout.min(Duration::from_secs(5)),
+        ..g2_routing_pastry::PastryConfig::default()
+    };
+    cfg.validate()
+        .map_err(|e| VolunteerError::Config(format!("pastry: {e}")))?;
+    Ok(cfg)
 }
 
 /// The typed builder an application adds its types to.
@@ -164,7 +202,7 @@ impl Volunteer {
         let transport =
             QuicTransport::bind(QuicConfig::new(cfg.network.clone(), cfg.listen, key)).await?;
         let overlay = match cfg.routing {
-            Routing::Pastry => g2_routing_pastry::PastryConfig::default(),
+            Routing::Pastry => pastry(cfg.heartbeat, cfg.failure_timeout)?,
             Routing::Chord => {
                 return Err(VolunteerError::Config(
                     "chord routing is not available yet (issue 4); use --routing pastry".into(),

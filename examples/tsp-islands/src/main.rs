@@ -96,6 +96,10 @@ struct Args {
     /// test-support full-membership overlay).
     #[arg(long, default_value = "pastry")]
     routing: String,
+    /// With `--connect`: the overlay's failure-detection timeout, in milliseconds
+    /// (heartbeats go at a third of it).
+    #[arg(long, default_value_t = 30_000)]
+    failure_timeout_ms: u64,
     /// The network name used with `--connect`.
     #[arg(long, default_value = "tsp.g2")]
     network: String,
@@ -188,7 +192,13 @@ async fn client_node(args: &Args, bootstrap: std::net::SocketAddr) -> Result<Nod
         .map_err(|e| e.to_string())?;
     Node::builder()
         .network(args.network.clone())
-        .overlay(g2_routing_pastry::PastryConfig::default())
+        .overlay(
+            g2_volunteer::pastry(
+                Duration::from_millis((args.failure_timeout_ms / 3).max(1)),
+                Duration::from_millis(args.failure_timeout_ms),
+            )
+            .map_err(|e| e.to_string())?,
+        )
         .transport(transport)
         .bootstrap(g2::NodeAddr::new(bootstrap.to_string()))
         .register::<TspIsland>()

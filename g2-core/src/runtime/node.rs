@@ -121,6 +121,15 @@ pub struct NodeStatus {
     pub uptime_s: f64,
 }
 
+/// A request this node originated and still waits on.
+struct Pending {
+    reply: oneshot::Sender<Reply>,
+    /// The request and the host it went straight to (location cache): if that
+    /// host is declared failed, the request is routed again, and the object's new
+    /// root answers (its state died with the host, so nothing runs twice).
+    direct: Option<(Request, NodeId)>,
+}
+
 /// What a root's placement records say of an object it does not host.
 enum Placement {
     /// Its host failed.
@@ -165,7 +174,7 @@ pub(crate) struct NodeInner {
     policies: HashMap<String, Arc<dyn FaultPolicy>>,
     types: HashMap<&'static str, TypeEntry>,
     objects: Mutex<HashMap<ObjectId, ObjectSlot>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    pending: Mutex<HashMap<u64, Pending>>,
     next_request: AtomicU64,
     locations: Mutex<HashMap<ObjectId, Peer>>,
     call_timeout: Duration,
@@ -598,7 +607,13 @@ impl NodeInner {
         inner.counters.calls_sent.fetch_add(1, Ordering::Relaxed);
         let id = inner.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&inner.pending).insert(id, tx);
+        lock(&inner.pending).insert(
+            id,
+            Pending {
+                reply: tx,
+                direct: None,
+            },
+        );
         let req = Request {
             id,
             origin: inner.me.clone(),
@@ -656,6 +671,11 @@ impl NodeInner {
         match cached {
             Some(host) if host.id != self.me.id => {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                if req.origin.id == self.me.id
+                    && let Some(p) = lock(&self.pending).get_mut(&req.id)
+                {
+                    p.direct = Some((req.clone(), host.id));
+                }
                 if let Err(e) = self.send_frame(&host, Body::Request(req.clone())).await {
                     debug!(%target, host = %host, "cached host unreachable ({e}); routing instead");
                     lock(&self.locations).remove(&target);
@@ -1240,8 +1260,8 @@ impl NodeInner {
     }
 
     fn complete(&self, reply: Reply) {
-        if let Some(tx) = lock(&self.pending).remove(&reply.id) {
-            let _ = tx.send(reply);
+        if let Some(p) = lock(&self.pending).remove(&reply.id) {
+            let _ = p.reply.send(reply);
         } else {
             trace!(request = reply.id, "late or unknown reply dropped");
         }
@@ -1299,6 +1319,15 @@ impl NodeInner {
                 debug!(peer = %id, "neighbour failed");
                 lock(&self.locations).retain(|_, p| p.id != id);
                 lock(&self.failed).insert(id);
+                let orphans: Vec<Request> = lock(&self.pending)
+                    .values_mut()
+                    .filter(|p| p.direct.as_ref().is_some_and(|(_, host)| *host == id))
+                    .filter_map(|p| p.direct.take().map(|(req, _)| req))
+                    .collect();
+                for req in orphans {
+                    debug!(target = %req.target, "host failed with a call pending; routing it again");
+                    self.dispatch(req).await;
+                }
                 self.rebalance();
             }
             OverlayEvent::KeysMoved { ranges, new_root } => {

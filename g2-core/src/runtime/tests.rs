@@ -92,6 +92,8 @@ fn overlay(route: impl Fn(crate::Key) -> Route + Send + 'static) -> Given {
     o.expect_poll_event().returning(|| None);
     o.expect_peer_unreachable().return_const(());
     o.expect_route().returning(route);
+    // a lone node: its replica sets hold only itself
+    o.expect_replica_set().returning(|_, _| vec![peer(1)]);
     Given(Mutex::new(Some(o)))
 }
 

@@ -1,0 +1,240 @@
+//! Real volunteer processes on 127.0.0.1 (QUIC, Pastry): the GA survives
+//! volunteers joining and leaving gracefully mid-run with the same result, and
+//! under `--ft none` a `kill -9` makes the client fail with `ObjectLost` naming
+//! the object. Every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tsp-islands");
+
+struct Volunteer {
+    child: Child,
+    addr: String,
+}
+
+impl Volunteer {
+    fn start(network: &str, dir: &PathBuf, bootstrap: Option<&str>) -> Volunteer {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["volunteer", "--network", network, "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--failure-timeout-ms", "1500"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(b) = bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        let mut child = cmd.spawn().expect("volunteer starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the volunteer prints its address");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .expect("an address")
+            .to_string();
+        assert!(
+            line.contains("listening on"),
+            "unexpected first line {line:?}"
+        );
+        Volunteer { child, addr }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    fn leave(mut self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok);
+        let status =
+            wait(&mut self.child, Duration::from_secs(30)).expect("it exits after leaving");
+        assert!(status.success(), "a graceful leave exits 0, got {status}");
+    }
+
+    fn kill9(&mut self) {
+        let _ = Command::new("kill").args(["-9", &self.pid()]).status();
+        let _ = wait(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+impl Drop for Volunteer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tsp-real-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn last_json(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let last = text.lines().last().expect("output");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+const GA: &[&str] = &[
+    "--instance",
+    "ch150",
+    "--islands",
+    "6",
+    "--epochs",
+    "60",
+    "--generations",
+    "4",
+    "--seed",
+    "5",
+];
+
+#[test]
+fn volunteers_join_and_leave_mid_run_and_the_tour_is_unchanged() {
+    let base = scratch("churn");
+    let network = format!("tsp-churn-{}", std::process::id());
+    let first = Volunteer::start(&network, &base.join("v0"), None);
+    let mut volunteers = vec![];
+    for i in 1..5 {
+        volunteers.push(Volunteer::start(
+            &network,
+            &base.join(format!("v{i}")),
+            Some(&first.addr),
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut client = Command::new(BIN)
+        .args([
+            "run",
+            "--connect",
+            &first.addr,
+            "--network",
+            &network,
+            "--json",
+        ])
+        .args(["--failure-timeout-ms", "1500"])
+        .args(GA)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("client starts");
+    // churn while the GA runs: three join, three leave gracefully
+    std::thread::sleep(Duration::from_millis(300));
+    let mut joined = vec![];
+    for i in 5..8 {
+        joined.push(Volunteer::start(
+            &network,
+            &base.join(format!("v{i}")),
+            Some(&first.addr),
+        ));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    for v in volunteers.drain(..3) {
+        v.leave();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let status = wait(&mut client, Duration::from_secs(240)).expect("the run finishes");
+    let out = client.wait_with_output().expect("output");
+    assert!(
+        status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let distributed = last_json(&out.stdout);
+
+    let seq = Command::new(BIN)
+        .args(GA)
+        .args(["--sequential", "--json"])
+        .output()
+        .unwrap();
+    assert!(seq.status.success());
+    let sequential = last_json(&seq.stdout);
+    assert_eq!(distributed["tour_blake3"], sequential["tour_blake3"]);
+    assert_eq!(distributed["best_length"], sequential["best_length"]);
+    drop(joined);
+    drop(first);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn under_ft_none_a_killed_volunteer_makes_the_client_report_the_lost_object() {
+    let base = scratch("kill");
+    let network = format!("tsp-kill-{}", std::process::id());
+    let first = Volunteer::start(&network, &base.join("v0"), None);
+    let mut others: Vec<Volunteer> = (1..4)
+        .map(|i| Volunteer::start(&network, &base.join(format!("v{i}")), Some(&first.addr)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut client = Command::new(BIN)
+        .args([
+            "run",
+            "--connect",
+            &first.addr,
+            "--network",
+            &network,
+            "--ft",
+            "none",
+        ])
+        .args(["--failure-timeout-ms", "1500"])
+        .args([
+            "--instance",
+            "ch150",
+            "--islands",
+            "8",
+            "--epochs",
+            "100000",
+            "--generations",
+            "1",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("client starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    for v in &mut others {
+        v.kill9();
+    }
+    let killed_at = Instant::now();
+    let status =
+        wait(&mut client, Duration::from_secs(60)).expect("the client gives up, not hangs");
+    let detected = killed_at.elapsed();
+    let out = client.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("was lost with its volunteer"),
+        "the client names the lost object: {stderr}"
+    );
+    eprintln!("ObjectLost reported {detected:?} after kill -9");
+    drop(first);
+    let _ = std::fs::remove_dir_all(&base);
+}
