@@ -1,0 +1,169 @@
+//! The `g2` binary as an operator runs it: two volunteers on 127.0.0.1, one
+//! configured by flags and one by a TOML file, `g2 status`, and a graceful exit on
+//! SIGTERM. Every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const G2: &str = env!("CARGO_BIN_EXE_g2");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(G2)
+        .arg("volunteer")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("g2 starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "{line:?}");
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    (Proc(child), addr)
+}
+
+fn status(addr: &str) -> serde_json::Value {
+    let out = Command::new(G2)
+        .args(["status", "--connect", addr, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON status")
+}
+
+fn wait_exit(p: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if let Ok(Some(s)) = p.0.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn two_volunteers_find_each_other_report_status_and_leave_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("g2-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let network = format!("cli-{}", std::process::id());
+    let d1 = dir.join("a");
+    let (mut a, addr_a) = start(&[
+        "--network",
+        &network,
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        d1.to_str().unwrap(),
+    ]);
+    // the second volunteer is configured by a file; a flag overrides it
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("g2.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "network = \"{network}\"\nlisten = \"127.0.0.1:0\"\nbootstrap = \"{addr_a}\"\ndata-dir = \"{}\"\nrouting = \"pastry\"\n",
+            dir.join("b").display()
+        ),
+    )
+    .unwrap();
+    let (mut b, addr_b) = start(&["--config", cfg.to_str().unwrap()]);
+
+    let mut sa = status(&addr_a);
+    for _ in 0..100 {
+        if sa["neighbours"].as_array().unwrap().len() == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        sa = status(&addr_a);
+    }
+    let sb = status(&addr_b);
+    assert_eq!(sa["network"], network.as_str());
+    assert_eq!(sa["overlay"], "pastry");
+    assert_eq!(sa["neighbours"][0]["id"], sb["id"], "a knows b");
+    assert_eq!(sb["neighbours"][0]["id"], sa["id"], "b knows a");
+    assert!(sa["uptime_s"].as_f64().unwrap() > 0.0);
+
+    // the id is kept in the data dir: the same dir gives the same id
+    let id_a = sa["id"].as_str().unwrap().to_string();
+    for p in [&mut a, &mut b] {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &p.0.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let s = wait_exit(p, Duration::from_secs(20)).expect("exits after SIGTERM");
+        assert!(s.success(), "graceful leave exits 0: {s}");
+    }
+    let (_a2, addr_a2) = start(&[
+        "--network",
+        &network,
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        d1.to_str().unwrap(),
+    ]);
+    assert_eq!(status(&addr_a2)["id"], id_a.as_str());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_settings_are_refused_with_a_clear_message() {
+    let out = Command::new(G2)
+        .args(["volunteer", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--network is required"));
+
+    let out = Command::new(G2)
+        .args([
+            "volunteer",
+            "--network",
+            "bad name",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad network name"));
+
+    let cfg = std::env::temp_dir().join(format!("g2-bad-{}.toml", std::process::id()));
+    std::fs::write(&cfg, "network = \"x\"\nlissen = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(G2)
+        .args(["volunteer", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lissen"), "names the unknown key: {err}");
+    let _ = std::fs::remove_file(&cfg);
+
+    let out = Command::new(G2)
+        .args(["status", "--connect", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no volunteer there");
+}
