@@ -39,13 +39,14 @@ const SHORT: &[&str] = &[
 ];
 
 #[test]
-fn the_same_seed_gives_the_same_tour_on_1_4_16_nodes_and_sequentially() {
+fn the_same_seed_gives_the_same_tour_on_1_4_16_nodes_both_overlays_and_sequentially() {
     let mut hashes = Vec::new();
     let mut lengths = Vec::new();
     for extra in [
         &["--nodes", "1"][..],
         &["--nodes", "4"],
         &["--nodes", "16"],
+        &["--nodes", "16", "--routing", "test"],
         &["--sequential"],
     ] {
         let mut args = SHORT.to_vec();
