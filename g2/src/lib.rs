@@ -47,9 +47,9 @@
 //! ```
 //!
 //! Features: `mem` (in-process transport, default), `quic` (QUIC transport,
-//! default), `mock` (mockall mocks of the
+//! default), `pastry` (Pastry routing, default), `mock` (mockall mocks of the
 //! strategy traits), `test-support` (a full-membership overlay for tests). The
-//! `pastry`, `chord`, `ft-local` and `ft-replicated` features arrive with
+//! `chord`, `ft-local` and `ft-replicated` features arrive with
 //! their crates.
 
 pub use g2_core::{
@@ -70,6 +70,12 @@ pub use g2_ft_none::NoFaultTolerance;
 #[cfg(feature = "mem")]
 pub mod mem {
     pub use g2_transport::mem::*;
+}
+
+/// Pastry routing (Rowstron & Druschel, 2001) as a sans-IO overlay.
+#[cfg(feature = "pastry")]
+pub mod pastry {
+    pub use g2_routing_pastry::*;
 }
 
 /// QUIC over UDP with self-certifying node ids (quinn + rustls).

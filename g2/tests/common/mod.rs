@@ -8,7 +8,7 @@ use std::time::Duration;
 use g2::mem::MemNetwork;
 use g2::testing::Directory;
 use g2::{Key, Node, NodeBuilder, NodeId, WithNetwork, WithOverlay, WithTransport};
-use g2_routing_pastry::PastryConfig;
+use g2::pastry::PastryConfig;
 
 /// Which overlay a test network routes with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
