@@ -102,15 +102,16 @@ fn last_json(stdout: &[u8]) -> serde_json::Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// Long enough (many short epochs) that the churn below happens mid-run.
 const GA: &[&str] = &[
     "--instance",
     "ch150",
     "--islands",
     "6",
     "--epochs",
-    "60",
+    "1000",
     "--generations",
-    "4",
+    "2",
     "--seed",
     "5",
 ];
@@ -161,6 +162,10 @@ fn volunteers_join_and_leave_mid_run_and_the_tour_is_unchanged() {
         v.leave();
         std::thread::sleep(Duration::from_millis(150));
     }
+    assert!(
+        matches!(client.try_wait(), Ok(None)),
+        "the churn happened while the GA was still running"
+    );
     let status = wait(&mut client, Duration::from_secs(240)).expect("the run finishes");
     let out = client.wait_with_output().expect("output");
     assert!(
