@@ -273,8 +273,8 @@ fn transport_config(max_streams: u32) -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// The client side of a node's TLS: presents `key`, expects peers of `network`.
-pub fn client_config(network: &str, key: &NodeKey) -> Result<quinn::ClientConfig, QuicError> {
+/// Client-side TLS presenting `key` and offering one ALPN protocol.
+fn client_tls(key: &NodeKey, alpn: Vec<u8>) -> Result<QuicClientConfig, QuicError> {
     let p = provider();
     let algs = p.signature_verification_algorithms;
     let mut tls = rustls::ClientConfig::builder_with_provider(p)
@@ -284,8 +284,13 @@ pub fn client_config(network: &str, key: &NodeKey) -> Result<quinn::ClientConfig
         .with_custom_certificate_verifier(Arc::new(SelfCertifyingServer { algs }))
         .with_client_auth_cert(vec![key.cert.clone()], key.private_key())
         .map_err(|e| QuicError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![alpn(network)];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![alpn];
+    QuicClientConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))
+}
+
+/// The client side of a node's TLS: presents `key`, expects peers of `network`.
+pub fn client_config(network: &str, key: &NodeKey) -> Result<quinn::ClientConfig, QuicError> {
+    let crypto = client_tls(key, alpn(network))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(transport_config(8));
     Ok(cfg)
@@ -613,19 +618,11 @@ async fn answer_status(conn: quinn::Connection, provider: Option<StatusProvider>
 /// Asks the node at `addr` for its status (whatever its network).
 pub async fn query_status(addr: SocketAddr) -> Result<Vec<u8>, QuicError> {
     let key = NodeKey::generate()?;
-    let p = provider();
-    let algs = p.signature_verification_algorithms;
-    let mut tls = rustls::ClientConfig::builder_with_provider(p)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| QuicError::Config(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SelfCertifyingServer { algs }))
-        .with_client_auth_cert(vec![key.cert.clone()], key.private_key())
-        .map_err(|e| QuicError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![STATUS_ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))?;
+    let crypto = client_tls(&key, STATUS_ALPN.to_vec())?;
     let local: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().map_err(|e| QuicError::Config(format!("{e}")))?
+        "[::]:0"
+            .parse()
+            .map_err(|e| QuicError::Config(format!("{e}")))?
     } else {
         SocketAddr::from(([0, 0, 0, 0], 0))
     };
@@ -637,7 +634,11 @@ pub async fn query_status(addr: SocketAddr) -> Result<Vec<u8>, QuicError> {
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
         endpoint
-            .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), addr, &server_name_for(None))
+            .connect_with(
+                quinn::ClientConfig::new(Arc::new(crypto)),
+                addr,
+                &server_name_for(None),
+            )
             .map_err(|e| fail(e.to_string()))?,
     )
     .await
@@ -645,13 +646,17 @@ pub async fn query_status(addr: SocketAddr) -> Result<Vec<u8>, QuicError> {
     .map_err(|e| fail(e.to_string()))?;
     let mut s = conn.accept_uni().await.map_err(|e| fail(e.to_string()))?;
     let mut len = [0u8; 4];
-    s.read_exact(&mut len).await.map_err(|e| fail(e.to_string()))?;
+    s.read_exact(&mut len)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(fail(format!("oversize answer ({len} bytes)")));
     }
     let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.map_err(|e| fail(e.to_string()))?;
+    s.read_exact(&mut body)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     conn.close(CLOSE_SHUTDOWN.into(), b"done");
     endpoint.wait_idle().await;
     Ok(body)

@@ -208,16 +208,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Drop for NodeInner {
     fn drop(&mut self) {
-        self.transport.close();
-        if let Some(r) = lock(&self.receiver).take() {
-            r.abort();
-        }
-        for t in lock(&self.tasks).drain(..) {
-            t.abort();
-        }
-        for (_, slot) in lock(&self.objects).drain() {
-            slot.task.abort();
-        }
+        self.stop_tasks();
     }
 }
 
@@ -498,25 +489,16 @@ impl Node {
         self.inner.request(target, kind, what, timeout, None).await
     }
 
-    /// Stops the node: closes its transport, drops its objects and fails pending
-    /// calls with [`CallError::NodeStopped`]. (A graceful leave that migrates
-    /// objects away first arrives with migration.)
+    /// Stops the node at once: closes its transport, drops its objects and fails
+    /// pending calls with [`CallError::NodeStopped`]. To hand objects on first,
+    /// use [`Node::leave`].
     pub fn shutdown(&self) {
         let inner = &self.inner;
         if inner.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
         lock(&inner.overlay).leave(Instant::now());
-        inner.transport.close();
-        if let Some(r) = lock(&inner.receiver).take() {
-            r.abort();
-        }
-        for t in lock(&inner.tasks).drain(..) {
-            t.abort();
-        }
-        for (_, slot) in lock(&inner.objects).drain() {
-            slot.task.abort();
-        }
+        inner.stop_tasks();
         lock(&inner.pending).clear();
     }
 
@@ -590,6 +572,20 @@ impl std::fmt::Debug for Node {
 }
 
 impl NodeInner {
+    /// Closes the transport and stops every task of the node and its objects.
+    fn stop_tasks(&self) {
+        self.transport.close();
+        if let Some(r) = lock(&self.receiver).take() {
+            r.abort();
+        }
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        for (_, slot) in lock(&self.objects).drain() {
+            slot.task.abort();
+        }
+    }
+
     /// Sends a request and waits for its reply: straight to `via` when given,
     /// else to the cached host, else routed through the overlay.
     async fn request(
