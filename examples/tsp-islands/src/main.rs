@@ -114,6 +114,8 @@ struct Outcome {
     length: u64,
     calls: u64,
     elapsed: Duration,
+    /// Nodes of the network the run used (0: sequential).
+    nodes: usize,
 }
 
 fn load_instance(spec: &str) -> Result<Instance, String> {
@@ -272,6 +274,11 @@ async fn run_network(
     }
     let elapsed = started.elapsed();
     let calls = nodes.iter().map(|n| n.stats().calls_sent).sum();
+    // with --connect: this node and the volunteers it knows of
+    let network_size = match args.connect {
+        Some(_) => nodes[0].status().neighbours.len() + 1,
+        None => nodes.len(),
+    };
     if args.connect.is_some() {
         // hand the islands this node hosts to the network before going
         for n in &nodes {
@@ -290,6 +297,7 @@ async fn run_network(
         length,
         calls,
         elapsed,
+        nodes: network_size,
     })
 }
 
@@ -360,6 +368,7 @@ fn run_once(
             length,
             calls: 0,
             elapsed: started.elapsed(),
+            nodes: 0,
         });
     }
     // a node stands for a machine: no more worker threads than nodes or cores
@@ -477,15 +486,11 @@ fn run(args: &Args) -> Result<(), String> {
     let gap = instance
         .best_known
         .map(|b| (outcome.length as f64 - b as f64) / b as f64 * 100.0);
-    let nodes = if args.sequential {
-        0
-    } else {
-        args.nodes.max(1)
-    };
-    let mode = if args.sequential {
-        "sequential (no framework)".to_string()
-    } else {
-        format!("{nodes} in-process nodes")
+    let nodes = outcome.nodes;
+    let mode = match (args.sequential, args.connect) {
+        (true, _) => "sequential (no framework)".to_string(),
+        (false, Some(addr)) => format!("client of the network at {addr} ({nodes} nodes known)"),
+        (false, None) => format!("{nodes} in-process nodes ({} routing)", args.routing),
     };
     println!(
         "{}: {} cities, {} islands x {} epochs x {} generations, seed {}, {mode}",
