@@ -39,3 +39,4 @@ test: deps fmt clippy
 bench: deps
 	$(CARGO) bench -p g2 --bench call_round_trip
 	$(CARGO) run --release -p tsp-islands -- --overhead --nodes 1 --instance ch150 --repeat 7 --json
+	$(CARGO) run --release -p g2-volunteer --example netbench -- --placement both --json
