@@ -186,8 +186,15 @@ pub enum RemoteError {
         reason: String,
     },
     /// The request went round more than [`MAX_HOPS`] nodes.
-    #[error("request dropped after {0} hops (routing loop?)")]
-    TooManyHops(u8),
+    #[error(
+        "request for {target} dropped after {hops} hops (a routing loop while the overlay repairs itself?)"
+    )]
+    TooManyHops {
+        /// The target object.
+        target: ObjectId,
+        /// Hops taken.
+        hops: u8,
+    },
 }
 
 /// Why bytes are not a frame.

@@ -47,9 +47,9 @@
 //! ```
 //!
 //! Features: `mem` (in-process transport, default), `quic` (QUIC transport,
-//! default), `pastry` (Pastry routing, default), `mock` (mockall mocks of the
+//! default), `pastry` and `chord` (the overlays, default), `mock` (mockall mocks of the
 //! strategy traits), `test-support` (a full-membership overlay for tests). The
-//! `chord`, `ft-local` and `ft-replicated` features arrive with
+//! `ft-local` and `ft-replicated` features arrive with
 //! their crates.
 
 pub use g2_core::{
@@ -76,6 +76,12 @@ pub mod mem {
 #[cfg(feature = "pastry")]
 pub mod pastry {
     pub use g2_routing_pastry::*;
+}
+
+/// Chord routing (Stoica et al., 2001) as a sans-IO overlay.
+#[cfg(feature = "chord")]
+pub mod chord {
+    pub use g2_routing_chord::*;
 }
 
 /// QUIC over UDP with self-certifying node ids (quinn + rustls).

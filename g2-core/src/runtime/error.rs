@@ -79,6 +79,10 @@ impl From<RemoteError> for CallError {
             RemoteError::ObjectNotFound(id) => CallError::ObjectNotFound(id),
             RemoteError::ObjectLost(id) => CallError::ObjectLost(id),
             RemoteError::NoRoute { target, reason } => CallError::Unreachable { target, reason },
+            e @ RemoteError::TooManyHops { target, .. } => CallError::Unreachable {
+                target,
+                reason: e.to_string(),
+            },
             other => CallError::Remote(other),
         }
     }

@@ -29,6 +29,8 @@ use crate::wire::{
 const MAX_SEND_ATTEMPTS: usize = 4;
 /// How many nodes of an object's replica set keep its placement record.
 const PLACEMENT_REPLICAS: usize = 4;
+/// How often a node checks that it is still the root of every object it hosts.
+const PLACEMENT_CHECK: Duration = Duration::from_secs(1);
 /// How long a leaving node keeps forwarding requests after leaving the overlay.
 const LEAVE_GRACE: Duration = Duration::from_millis(200);
 /// Entries kept in the sender-side location cache before it is cleared.
@@ -479,6 +481,10 @@ impl Node {
         result
     }
 
+    /// Sends a request and waits for its result. A request that provably was not
+    /// delivered (no route, or dropped in a routing loop while the overlay
+    /// repairs itself) is sent again after a short pause, within the deadline:
+    /// it never ran, so nothing runs twice.
     async fn request(
         &self,
         target: ObjectId,
@@ -486,7 +492,33 @@ impl Node {
         what: &str,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
-        self.inner.request(target, kind, what, timeout, None).await
+        let budget = timeout.unwrap_or(self.inner.call_timeout);
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let result = self
+                .inner
+                .request(target, kind.clone(), what, Some(left), None)
+                .await;
+            match result {
+                Err(CallError::Unreachable { .. })
+                    if tokio::time::Instant::now() + pause < deadline
+                        && !self.inner.stopped.load(Ordering::Acquire) =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(400));
+                }
+                Err(CallError::Timeout { target, method, .. }) => {
+                    return Err(CallError::Timeout {
+                        target,
+                        method,
+                        after: budget,
+                    });
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Stops the node at once: closes its transport, drops its objects and fails
@@ -711,7 +743,10 @@ impl NodeInner {
     /// Delivers a request here or passes it on towards the root of its target.
     async fn dispatch(self: &Arc<Self>, mut req: Request) {
         if req.hops > MAX_HOPS {
-            let err = RemoteError::TooManyHops(req.hops);
+            let err = RemoteError::TooManyHops {
+                target: req.target,
+                hops: req.hops,
+            };
             self.reply(&req.origin, req.id, Err(err)).await;
             return;
         }
@@ -1355,8 +1390,14 @@ async fn receive_loop(node: Weak<NodeInner>, transport: Arc<dyn Transport>) {
 }
 
 async fn overlay_loop(node: Weak<NodeInner>, wake_signal: Arc<Notify>) {
+    let mut next_check = tokio::time::Instant::now() + PLACEMENT_CHECK;
     loop {
         let Some(inner) = node.upgrade() else { return };
+        if tokio::time::Instant::now() >= next_check {
+            // a safety net: views can settle without an event saying so
+            inner.rebalance();
+            next_check = tokio::time::Instant::now() + PLACEMENT_CHECK;
+        }
         let (transmits, events, deadline) = {
             let mut ov = lock(&inner.overlay);
             let mut transmits = Vec::new();
@@ -1385,15 +1426,12 @@ async fn overlay_loop(node: Weak<NodeInner>, wake_signal: Arc<Notify>) {
         }
         drop(inner);
         let wake = wake_signal.notified();
-        let fired = match deadline {
-            Some(at) => tokio::select! {
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => true,
-                _ = wake => false,
-            },
-            None => {
-                wake.await;
-                false
-            }
+        let at = deadline
+            .map(tokio::time::Instant::from_std)
+            .map_or(next_check, |d| d.min(next_check));
+        let fired = tokio::select! {
+            _ = tokio::time::sleep_until(at) => deadline.is_some_and(|d| tokio::time::Instant::from_std(d) <= tokio::time::Instant::now()),
+            _ = wake => false,
         };
         if fired {
             let Some(inner) = node.upgrade() else { return };

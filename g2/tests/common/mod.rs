@@ -1,14 +1,14 @@
-//! An in-process test network over either overlay: the test-support
-//! full-membership overlay or Pastry (the product's routing).
+//! An in-process test network over any overlay: the test-support
+//! full-membership overlay, Pastry or Chord (the product's routings).
 
 #![allow(dead_code)]
 
 use std::time::Duration;
 
 use g2::mem::MemNetwork;
+use g2::pastry::PastryConfig;
 use g2::testing::Directory;
 use g2::{Key, Node, NodeBuilder, NodeId, WithNetwork, WithOverlay, WithTransport};
-use g2::pastry::PastryConfig;
 
 /// Which overlay a test network routes with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub enum Routing {
     TestSupport,
     /// Pastry, with fast heartbeats so failures are detected within a second.
     Pastry,
+    /// Chord, with fast stabilisation.
+    Chord,
 }
 
 pub type Ready = NodeBuilder<WithNetwork, WithOverlay, WithTransport>;
@@ -29,6 +31,16 @@ pub struct TestNet {
     network: &'static str,
     call_timeout: Duration,
     register: fn(Ready) -> Ready,
+}
+
+pub fn chord_for_tests() -> g2::chord::ChordConfig {
+    g2::chord::ChordConfig {
+        stabilize_period: Duration::from_millis(100),
+        fix_fingers_period: Duration::from_millis(100),
+        check_predecessor_period: Duration::from_millis(100),
+        request_timeout: Duration::from_millis(400),
+        ..g2::chord::ChordConfig::default()
+    }
 }
 
 pub fn pastry_for_tests() -> PastryConfig {
@@ -69,8 +81,13 @@ impl TestNet {
         let b = Node::builder().network(self.network);
         let b = match self.routing {
             Routing::TestSupport => b.overlay(self.dir.overlay()).transport(self.mem.endpoint()),
-            Routing::Pastry => {
-                let b = b.overlay(pastry_for_tests()).transport(self.mem.endpoint());
+            Routing::Pastry | Routing::Chord => {
+                let b = if self.routing == Routing::Pastry {
+                    b.overlay(pastry_for_tests())
+                } else {
+                    b.overlay(chord_for_tests())
+                };
+                let b = b.transport(self.mem.endpoint());
                 match self.nodes.iter().find(|n| !n.is_stopped()) {
                     Some(first) => b.bootstrap(first.peer().addr.clone()),
                     None => b,
@@ -93,12 +110,17 @@ impl TestNet {
             .collect()
     }
 
-    /// The true root of `key` among the live nodes.
+    /// The true root of `key` among the live nodes, by the overlay's own rule:
+    /// numerically closest (Pastry, test support) or successor (Chord).
     pub fn root(&self, key: Key) -> NodeId {
         let live = self.live();
-        let k = key
-            .closest(live.iter().map(|n| n.id().key()))
-            .expect("a live node");
+        let ids = live.iter().map(|n| n.id().key());
+        let k = match self.routing {
+            Routing::Chord => ids
+                .min_by_key(|id| key.cw_distance(*id))
+                .expect("a live node"),
+            _ => key.closest(ids).expect("a live node"),
+        };
         NodeId::from_u128(k.0)
     }
 
@@ -148,6 +170,10 @@ macro_rules! on_both_overlays {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn pastry() {
                     super::$name($crate::common::Routing::Pastry).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn chord() {
+                    super::$name($crate::common::Routing::Chord).await
                 }
             }
         )*
