@@ -147,6 +147,16 @@ pub trait OverlayFactory: Send + 'static {
     fn name(&self) -> &'static str;
 }
 
+/// A factory chosen at run time (`--routing pastry|chord`) is a factory too.
+impl OverlayFactory for Box<dyn OverlayFactory> {
+    fn build(self: Box<Self>, local: Peer) -> Box<dyn Overlay> {
+        (*self).build(local)
+    }
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

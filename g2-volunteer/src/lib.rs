@@ -165,20 +165,39 @@ fn default_data_dir(network: &str, listen: SocketAddr) -> PathBuf {
         .join(listen.to_string().replace([':', '[', ']'], "_"))
 }
 
-/// Pastry with these failure-detection timings (checked).
-pub fn pastry(
+/// The overlay of `routing` with these failure-detection timings (checked):
+/// Pastry's leaf-set heartbeats, or Chord's stabilisation, every `heartbeat`; a
+/// neighbour silent for about `failure_timeout` is declared failed.
+pub fn overlay(
+    routing: Routing,
     heartbeat: Duration,
     failure_timeout: Duration,
-) -> Result<g2_routing_pastry::PastryConfig, VolunteerError> {
-    let cfg = g2_routing_pastry::PastryConfig {
-        heartbeat_period: heartbeat,
-        failure_timeout,
-        request_timeout: failure_timeout.min(Duration::from_secs(5)),
-        ..g2_routing_pastry::PastryConfig::default()
-    };
-    cfg.validate()
-        .map_err(|e| VolunteerError::Config(format!("pastry: {e}")))?;
-    Ok(cfg)
+) -> Result<Box<dyn g2::OverlayFactory>, VolunteerError> {
+    match routing {
+        Routing::Pastry => {
+            let cfg = g2::pastry::PastryConfig {
+                heartbeat_period: heartbeat,
+                failure_timeout,
+                request_timeout: failure_timeout.min(Duration::from_secs(5)),
+                ..g2::pastry::PastryConfig::default()
+            };
+            cfg.validate()
+                .map_err(|e| VolunteerError::Config(format!("pastry: {e}")))?;
+            Ok(Box::new(cfg))
+        }
+        Routing::Chord => {
+            let cfg = g2::chord::ChordConfig {
+                stabilize_period: heartbeat,
+                fix_fingers_period: heartbeat,
+                check_predecessor_period: heartbeat,
+                request_timeout: failure_timeout.saturating_sub(heartbeat).max(heartbeat),
+                ..g2::chord::ChordConfig::default()
+            };
+            cfg.validate()
+                .map_err(|e| VolunteerError::Config(format!("chord: {e}")))?;
+            Ok(Box::new(cfg))
+        }
+    }
 }
 
 /// The typed builder an application adds its types to.
@@ -201,14 +220,7 @@ impl Volunteer {
         let key = NodeKey::load_or_create(&cfg.data_dir)?;
         let transport =
             QuicTransport::bind(QuicConfig::new(cfg.network.clone(), cfg.listen, key)).await?;
-        let overlay = match cfg.routing {
-            Routing::Pastry => pastry(cfg.heartbeat, cfg.failure_timeout)?,
-            Routing::Chord => {
-                return Err(VolunteerError::Config(
-                    "chord routing is not available yet (issue 4); use --routing pastry".into(),
-                ));
-            }
-        };
+        let overlay = overlay(cfg.routing, cfg.heartbeat, cfg.failure_timeout)?;
         let mut builder = Node::builder()
             .network(cfg.network.clone())
             .overlay(overlay)

@@ -92,12 +92,12 @@ struct Args {
     /// (QUIC, Pastry) instead of an in-process network.
     #[arg(long, conflicts_with_all = ["sequential", "overhead"])]
     connect: Option<std::net::SocketAddr>,
-    /// The routing overlay of the in-process network: pastry, or `test` (the
+    /// The routing overlay: pastry or chord; in-process also `test` (the
     /// test-support full-membership overlay).
     #[arg(long, default_value = "pastry")]
     routing: String,
-    /// With `--connect`: the overlay's failure-detection timeout, in milliseconds
-    /// (heartbeats go at a third of it).
+    /// The overlay's failure-detection timeout, in milliseconds (heartbeats or
+    /// stabilisation go at a third of it).
     #[arg(long, default_value_t = 30_000)]
     failure_timeout_ms: u64,
     /// The network name used with `--connect`.
@@ -151,6 +151,25 @@ fn progress(epochs: u32, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// The overlay `--routing` names (pastry or chord), with `--failure-timeout-ms`.
+fn routing(args: &Args) -> Result<Box<dyn g2::OverlayFactory>, String> {
+    let which = match args.routing.as_str() {
+        "pastry" => g2_volunteer::Routing::Pastry,
+        "chord" => g2_volunteer::Routing::Chord,
+        other => {
+            return Err(format!(
+                "--routing {other}: expected pastry or chord (or test in-process)"
+            ));
+        }
+    };
+    g2_volunteer::overlay(
+        which,
+        Duration::from_millis((args.failure_timeout_ms / 3).max(1)),
+        Duration::from_millis(args.failure_timeout_ms),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// The in-process network of `--nodes` volunteers.
 async fn in_process_nodes(args: &Args) -> Result<Vec<Node>, String> {
     let net = MemNetwork::new();
@@ -166,7 +185,7 @@ async fn in_process_nodes(args: &Args) -> Result<Vec<Node>, String> {
                 .await
         } else {
             let mut b = b
-                .overlay(g2_routing_pastry::PastryConfig::default())
+                .overlay(routing(args)?)
                 .transport(net.endpoint())
                 .register::<TspIsland>();
             if let Some(first) = nodes.first() {
@@ -194,13 +213,7 @@ async fn client_node(args: &Args, bootstrap: std::net::SocketAddr) -> Result<Nod
         .map_err(|e| e.to_string())?;
     Node::builder()
         .network(args.network.clone())
-        .overlay(
-            g2_volunteer::pastry(
-                Duration::from_millis((args.failure_timeout_ms / 3).max(1)),
-                Duration::from_millis(args.failure_timeout_ms),
-            )
-            .map_err(|e| e.to_string())?,
-        )
+        .overlay(routing(args)?)
         .transport(transport)
         .bootstrap(g2::NodeAddr::new(bootstrap.to_string()))
         .register::<TspIsland>()

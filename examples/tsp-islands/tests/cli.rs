@@ -39,7 +39,7 @@ const SHORT: &[&str] = &[
 ];
 
 #[test]
-fn the_same_seed_gives_the_same_tour_on_1_4_16_nodes_both_overlays_and_sequentially() {
+fn the_same_seed_gives_the_same_tour_on_1_4_16_nodes_every_overlay_and_sequentially() {
     let mut hashes = Vec::new();
     let mut lengths = Vec::new();
     for extra in [
@@ -47,6 +47,7 @@ fn the_same_seed_gives_the_same_tour_on_1_4_16_nodes_both_overlays_and_sequentia
         &["--nodes", "4"],
         &["--nodes", "16"],
         &["--nodes", "16", "--routing", "test"],
+        &["--nodes", "16", "--routing", "chord"],
         &["--sequential"],
     ] {
         let mut args = SHORT.to_vec();
