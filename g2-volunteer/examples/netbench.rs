@@ -342,8 +342,12 @@ async fn g2_node(network: &str, bootstrap: SocketAddr, key: NodeKey) -> Result<N
     Node::builder()
         .network(network)
         .overlay(
-            g2_volunteer::pastry(Duration::from_secs(10), Duration::from_secs(30))
-                .map_err(s("pastry"))?,
+            g2_volunteer::overlay(
+                g2_volunteer::Routing::Pastry,
+                Duration::from_secs(10),
+                Duration::from_secs(30),
+            )
+            .map_err(s("pastry"))?,
         )
         .transport(t)
         .bootstrap(NodeAddr::new(bootstrap.to_string()))
@@ -503,7 +507,7 @@ async fn mem_round_trips(
     for _ in 0..2 {
         let mut b = Node::builder()
             .network("netbench.mem")
-            .overlay(g2_routing_pastry::PastryConfig::default())
+            .overlay(g2::pastry::PastryConfig::default())
             .transport(net.endpoint())
             .register::<BenchObject>();
         if let Some(first) = nodes.first() {
