@@ -35,6 +35,11 @@ impl LeafSet {
         }
     }
 
+    /// L/2: the most leaves on each side.
+    pub(crate) fn half(&self) -> usize {
+        self.half
+    }
+
     /// Offers a node; returns whether the set changed (not counting rtt updates).
     pub(crate) fn insert(&mut self, entry: &Entry, now: Instant) -> bool {
         if entry.id.key() == self.local {

@@ -42,8 +42,19 @@ pub(crate) enum Msg {
         leaf_set: Vec<WirePeer>,
         neighbourhood: Vec<WirePeer>,
     },
-    /// A newly joined node tells the nodes in its state that it exists.
-    Announce,
+    /// A newly joined node tells the nodes in its state that it exists, and
+    /// shows its leaf set so that they can send the nodes it is missing.
+    Announce {
+        leaf_set: Vec<WirePeer>,
+    },
+    /// The sender's leaf set, pushed unasked: to its leaves when the set gained a
+    /// node (`correction: false`), or to a node whose leaf set lacks nodes the
+    /// sender knows (`correction: true`, which may list those nodes beyond the
+    /// sender's own leaf set and is never answered by another correction).
+    LeafSetPush {
+        leaf_set: Vec<WirePeer>,
+        correction: bool,
+    },
     /// Leaf-set keep-alive, carrying the sender's leaf set; `reply` asks for one back.
     Heartbeat {
         leaf_set: Vec<WirePeer>,
@@ -120,6 +131,8 @@ impl Msg {
                 check(neighbourhood, "join reply neighbourhood set")?;
             }
             Msg::Heartbeat { leaf_set, .. }
+            | Msg::Announce { leaf_set }
+            | Msg::LeafSetPush { leaf_set, .. }
             | Msg::LeafSetReply { leaf_set }
             | Msg::Leave { leaf_set } => check(leaf_set, "leaf set")?,
             Msg::RowRequest { row } | Msg::RowReply { row, .. } if usize::from(*row) >= digits => {
@@ -128,8 +141,7 @@ impl Msg {
                 )));
             }
             Msg::RowReply { entries, .. } => check(entries, "row")?,
-            Msg::Announce
-            | Msg::RowRequest { .. }
+            Msg::RowRequest { .. }
             | Msg::LeafSetRequest
             | Msg::Probe { .. }
             | Msg::ProbeReply { .. } => {}

@@ -17,8 +17,16 @@ use crate::routing_table::{Offer, RoutingTable};
 const MAX_JOIN_HOPS: u8 = 64;
 /// How many recently failed nodes are remembered (not re-learned from stale gossip).
 const MAX_DEAD: usize = 256;
-/// How many recent RTT samples are kept for nodes not (yet) in the tables.
-const RECENT_RTT: usize = 4;
+/// How many recent RTT samples are kept for nodes not (yet) in the tables, so
+/// that a candidate met again in another row is not probed again.
+const RECENT_RTT: usize = 64;
+/// Least time between two unasked pushes of the leaf set: a burst of arrivals
+/// costs one push per leaf per interval, a stable network none.
+const LEAF_SET_PUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Rows fetched from newly found closer nodes after joining, and per maintenance
+/// round: a bound on the local search of proximity neighbour selection.
+const JOIN_CHASES: u8 = 32;
+const MAINTENANCE_CHASES: u8 = 4;
 
 #[derive(Debug)]
 enum Phase {
@@ -89,12 +97,22 @@ struct Probe {
 ///
 /// Protocol: the join message is routed to the new id's root; each node on the
 /// route sends the joiner its rows, the first its neighbourhood set, the root its
-/// leaf set; the joiner then announces itself to every node it knows and asks one
-/// node per row for that row, probing the candidates to keep the closest. Leaves
-/// exchange heartbeats carrying their leaf sets; a leaf silent for
+/// leaf set; the joiner then announces itself, with its leaf set, to every node it
+/// knows, and asks every node of each row for that row, probing the candidates to
+/// keep the closest (proximity neighbour selection).
+///
+/// Leaf-set consistency: a node that receives a leaf set (an announcement, a push
+/// or a heartbeat) lacking live nodes it knows to belong there sends them back at
+/// once; a node whose leaf set gains a member pushes its leaf set to the leaves
+/// that may not know of it yet (at most once per 50 ms). Concurrent joiners
+/// through one bootstrap thus find their exact leaf sets within a few round
+/// trips, while a stable network sends nothing beyond its heartbeats.
+///
+/// Leaves exchange heartbeats carrying their leaf sets; a leaf silent for
 /// `failure_timeout` is declared failed, and the leaf set is repaired from the
 /// farthest leaves. A routing-table entry found dead (while routing, or by the
-/// periodic row check) is replaced by asking another node of the same row.
+/// periodic row check) is replaced by asking another node of the same row; the
+/// periodic check also probes the row it fetches and keeps closer nodes.
 #[derive(Debug)]
 pub struct PastryNode {
     cfg: PastryConfig,
@@ -109,10 +127,19 @@ pub struct PastryNode {
     next_tick: Option<Instant>,
     next_maintenance: Option<Instant>,
     maintenance_round: usize,
+    /// Rows still to fetch from nodes that proved closer than a slot's holder.
+    chase_budget: u8,
+    /// Leaves to send the leaf set to at `push_at`: they may not know of a node
+    /// that has just entered it.
+    push_to: Vec<NodeId>,
+    push_at: Option<Instant>,
+    last_push: Option<Instant>,
     pending: Vec<Pending>,
     probes: Vec<Probe>,
     dead: Vec<(NodeId, Instant)>,
-    recent_rtt: [(NodeId, RttMicros); RECENT_RTT],
+    /// Recent RTT samples, a ring of at most [`RECENT_RTT`] (empty until used:
+    /// a simulator holds 10^6 directly initialised nodes).
+    recent_rtt: Vec<(NodeId, RttMicros)>,
     recent_next: usize,
     nonce: u64,
     transmits: VecDeque<Transmit>,
@@ -136,10 +163,14 @@ impl PastryNode {
             next_tick: None,
             next_maintenance: None,
             maintenance_round: 0,
+            chase_budget: 0,
+            push_to: Vec::new(),
+            push_at: None,
+            last_push: None,
             pending: Vec::new(),
             probes: Vec::new(),
             dead: Vec::new(),
-            recent_rtt: [(NodeId::from_u128(0), UNKNOWN_RTT); RECENT_RTT],
+            recent_rtt: Vec::new(),
             recent_next: 0,
             nonce: 0,
             transmits: VecDeque::new(),
@@ -397,17 +428,27 @@ impl PastryNode {
             .filter(|e| ids.insert(e.id))
             .map(Entry::peer)
             .collect();
+        let leaf_set = self.wire_leaf_set();
         for p in targets {
-            self.send(p, &Msg::Announce);
+            self.send(
+                p,
+                &Msg::Announce {
+                    leaf_set: leaf_set.clone(),
+                },
+            );
         }
+        self.chase_budget = JOIN_CHASES;
+        // Proximity (the paper's second stage of the join): every node of row
+        // `r`, itself near this node, is asked for its row `r`; the candidates are
+        // probed and closer ones replace farther ones.
         for row in self.table.non_empty_rows() {
-            let best = self
+            let asked: Vec<Entry> = self
                 .table
                 .row(row)
                 .iter()
-                .min_by_key(|s| s.entry.rtt)
-                .map(|s| s.entry.clone());
-            if let Some(e) = best {
+                .map(|s| s.entry.clone())
+                .collect();
+            for e in asked {
                 self.request_row(now, &e, row, Purpose::Proximity);
             }
         }
@@ -426,6 +467,173 @@ impl PastryNode {
             self.emit_moves(old, new);
         }
         self.events.push_back(OverlayEvent::NeighboursChanged);
+    }
+
+    fn leaf_ids(&self) -> Vec<NodeId> {
+        self.leaf.iter().map(|l| l.entry.id).collect()
+    }
+
+    /// After a message from `from` was merged: the nodes that entered the leaf set
+    /// (it held `before`) are news to some leaves. Each leaf that, as far as this
+    /// node can tell, should hold a new node in its own leaf set is sent this
+    /// node's leaf set soon (at most once per [`LEAF_SET_PUSH_INTERVAL`]), unless
+    /// it is known to have heard of the newcomer already: it is `from`, or listed
+    /// in `informed` (the leaf set of a newcomer announcing itself, whose
+    /// announcement went to each of them). So concurrent joiners learn of each
+    /// other in a few round trips instead of a heartbeat period, while a lone
+    /// join, whose announcement reaches every leaf concerned, costs nothing extra.
+    fn note_gains(&mut self, now: Instant, from: NodeId, before: &[NodeId], informed: &[NodeId]) {
+        if !self.joined() {
+            return;
+        }
+        let gained: Vec<NodeId> = self
+            .leaf
+            .iter()
+            .map(|l| l.entry.id)
+            .filter(|id| !before.contains(id))
+            .collect();
+        if gained.is_empty() {
+            return;
+        }
+        self.leaf_set_changed();
+        let half = self.leaf.half();
+        // The ring as this node sees it: far counter-clockwise leaf .. this node
+        // .. far clockwise leaf. When the sides overlap or are short (a small or
+        // still unsettled network), every leaf may care.
+        let window: Option<Vec<NodeId>> = {
+            let (cw, ccw) = (&self.leaf.cw, &self.leaf.ccw);
+            let overlap = cw
+                .iter()
+                .any(|c| ccw.iter().any(|d| d.entry.id == c.entry.id));
+            (!overlap && cw.len() >= half && ccw.len() >= half).then(|| {
+                ccw.iter()
+                    .rev()
+                    .map(|l| l.entry.id)
+                    .chain(std::iter::once(self.local.id))
+                    .chain(cw.iter().map(|l| l.entry.id))
+                    .collect()
+            })
+        };
+        let pos = |id: NodeId| {
+            window
+                .as_ref()
+                .and_then(|w| w.iter().position(|x| *x == id))
+        };
+        let mut targets = Vec::new();
+        for &news in &gained {
+            let at = pos(news);
+            for l in self.leaf.iter() {
+                let z = l.entry.id;
+                if z == from || informed.contains(&z) || (z == news && informed.contains(&news)) {
+                    continue;
+                }
+                let concerned = match (at, pos(z)) {
+                    (Some(a), Some(b)) => a.abs_diff(b) <= half,
+                    _ => true,
+                };
+                if concerned && !targets.contains(&z) {
+                    targets.push(z);
+                }
+            }
+        }
+        for z in targets {
+            if !self.push_to.contains(&z) {
+                self.push_to.push(z);
+            }
+        }
+        if !self.push_to.is_empty() && self.push_at.is_none() {
+            let earliest = self.last_push.map_or(now, |t| t + LEAF_SET_PUSH_INTERVAL);
+            self.push_at = Some(earliest.max(now));
+        }
+    }
+
+    /// Sends the leaf set to the leaves waiting for it.
+    fn push_leaf_set(&mut self, now: Instant) {
+        self.push_at = None;
+        self.last_push = Some(now);
+        let to: Vec<Peer> = std::mem::take(&mut self.push_to)
+            .into_iter()
+            .filter_map(|id| self.leaf.iter().find(|l| l.entry.id == id))
+            .map(|l| l.entry.peer())
+            .collect();
+        if to.is_empty() {
+            return;
+        }
+        let leaf_set = self.wire_leaf_set();
+        for p in to {
+            self.send(
+                p,
+                &Msg::LeafSetPush {
+                    leaf_set: leaf_set.clone(),
+                    correction: false,
+                },
+            );
+        }
+    }
+
+    /// `to` showed its leaf set (`theirs`); if this node knows live nodes that
+    /// belong there but are missing, it sends them with its own leaf set. Known
+    /// means the leaf set, and with `everything` the routing table and the
+    /// neighbourhood set too (a bootstrap hears of every concurrent joiner but
+    /// keeps few of them in its leaf set).
+    fn correct(&mut self, to: &Peer, theirs: &[WirePeer], everything: bool) {
+        if !self.joined() {
+            return;
+        }
+        let half = self.leaf.half();
+        let x = to.id.key();
+        let mut listed: Vec<u128> = theirs.iter().map(|p| p.0).collect();
+        listed.sort_unstable();
+        // Their leaf set's reach on each side: the distance of its half-th node.
+        let reach = |dist: &dyn Fn(Key) -> u128| -> u128 {
+            let mut d: Vec<u128> = theirs
+                .iter()
+                .filter(|p| p.0 != x.0)
+                .map(|p| dist(p.id().key()))
+                .collect();
+            if d.len() < half {
+                return u128::MAX;
+            }
+            d.select_nth_unstable(half - 1);
+            d[half - 1]
+        };
+        let cw_reach = reach(&|k| x.cw_distance(k));
+        let ccw_reach = reach(&|k| x.ccw_distance(k));
+        let leaves = self.leaf.iter().map(|l| &l.entry);
+        let rest = everything
+            .then(|| self.table.iter().chain(self.neighbourhood.iter()))
+            .into_iter()
+            .flatten();
+        let mut missing: Vec<WirePeer> = Vec::new();
+        for e in leaves.chain(rest) {
+            let k = e.key();
+            if e.id == to.id
+                || listed.binary_search(&k.0).is_ok()
+                || missing.iter().any(|m| m.0 == k.0)
+            {
+                continue;
+            }
+            if x.cw_distance(k) < cw_reach || x.ccw_distance(k) < ccw_reach {
+                missing.push(WirePeer::of(e));
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        let mut leaf_set = self.wire_leaf_set();
+        for m in missing {
+            if !leaf_set.iter().any(|p| p.0 == m.0) {
+                leaf_set.push(m);
+            }
+        }
+        leaf_set.truncate(crate::message::MAX_PEERS);
+        self.send(
+            to.clone(),
+            &Msg::LeafSetPush {
+                leaf_set,
+                correction: true,
+            },
+        );
     }
 
     fn emit_moves(&mut self, old: KeyRange, new: KeyRange) {
@@ -600,11 +808,15 @@ impl PastryNode {
         self.probes
             .retain(|p| now.saturating_duration_since(p.sent) < timeout);
         self.dead.retain(|(_, until)| *until > now);
+        if self.push_at.is_some_and(|t| t <= now) {
+            self.push_leaf_set(now);
+        }
         if let (Some(at), Some(period)) = (self.next_maintenance, self.cfg.maintenance_period)
             && at <= now
         {
             self.next_maintenance = Some(now + period);
             self.maintenance_round += 1;
+            self.chase_budget = MAINTENANCE_CHASES;
             for row in self.table.non_empty_rows() {
                 let slots = self.table.row(row);
                 let e = slots[self.maintenance_round % slots.len()].entry.clone();
@@ -615,6 +827,7 @@ impl PastryNode {
 
     fn on_message(&mut self, now: Instant, from: &Peer, msg: Msg) -> Result<(), OverlayError> {
         let rtt = self.rtt_of(from.id);
+        let before = self.leaf_ids();
         match msg {
             Msg::Join { joiner, hop } => {
                 if !self.joined() || hop >= MAX_JOIN_HOPS || joiner.id() == self.local.id {
@@ -667,11 +880,10 @@ impl PastryNode {
                 leaf_set,
                 neighbourhood,
             } => {
-                let mut changed =
-                    self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Direct);
-                changed |= self.consider_wire(now, &rows, Learn::Direct);
-                changed |= self.consider_wire(now, &leaf_set, Learn::Direct);
-                changed |= self.consider_wire(now, &neighbourhood, Learn::Direct);
+                self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Direct);
+                self.consider_wire(now, &rows, Learn::Direct);
+                self.consider_wire(now, &leaf_set, Learn::Direct);
+                self.consider_wire(now, &neighbourhood, Learn::Direct);
                 if let Phase::Joining(j) = &mut self.phase {
                     if hop < 64 {
                         j.got |= 1 << hop;
@@ -690,22 +902,34 @@ impl PastryNode {
                     if complete {
                         self.finish_join(now);
                     }
-                } else if changed {
-                    self.leaf_set_changed();
+                } else {
+                    self.note_gains(now, from.id, &before, &[]);
                 }
             }
-            Msg::Announce => {
-                if self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Proximity) {
-                    self.leaf_set_changed();
+            Msg::Announce { leaf_set } => {
+                self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Proximity);
+                self.consider_wire(now, &leaf_set, Learn::Gossip);
+                // The newcomer announced itself to every node it lists.
+                let mut informed: Vec<NodeId> = leaf_set.iter().map(WirePeer::id).collect();
+                informed.push(from.id);
+                self.note_gains(now, from.id, &before, &informed);
+                self.correct(from, &leaf_set, true);
+            }
+            Msg::LeafSetPush {
+                leaf_set,
+                correction,
+            } => {
+                self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Direct);
+                self.consider_wire(now, &leaf_set, Learn::Gossip);
+                self.note_gains(now, from.id, &before, &[]);
+                if !correction {
+                    self.correct(from, &leaf_set, true);
                 }
             }
             Msg::Heartbeat { leaf_set, reply } => {
-                let mut changed =
-                    self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Direct);
-                changed |= self.consider_wire(now, &leaf_set, Learn::Gossip);
-                if changed {
-                    self.leaf_set_changed();
-                }
+                self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Direct);
+                self.consider_wire(now, &leaf_set, Learn::Gossip);
+                self.note_gains(now, from.id, &before, &[]);
                 if self.joined() && (reply || !self.leaf.contains(from.id)) {
                     let leaf_set = self.wire_leaf_set();
                     self.send(
@@ -715,10 +939,15 @@ impl PastryNode {
                             reply: false,
                         },
                     );
+                } else {
+                    self.correct(from, &leaf_set, false);
                 }
             }
             Msg::RowRequest { row } => {
                 if self.joined() {
+                    // Only joined nodes ask for rows: the asker is a live member.
+                    self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Direct);
+                    self.note_gains(now, from.id, &before, &[]);
                     let entries = self
                         .table
                         .row(usize::from(row))
@@ -734,17 +963,16 @@ impl PastryNode {
                     .iter()
                     .position(|p| p.peer == from.id)
                     .map(|i| self.pending.swap_remove(i).purpose);
-                let how = if purpose == Some(Purpose::Proximity) {
-                    Learn::Proximity
-                } else {
-                    Learn::Gossip
+                // Proximity neighbour selection: rows fetched after joining and by
+                // the periodic check are probed, and closer nodes replace farther
+                // ones; a repair only fills the empty slot.
+                let how = match purpose {
+                    Some(Purpose::Proximity | Purpose::Maintenance) => Learn::Proximity,
+                    Some(Purpose::Repair) | None => Learn::Gossip,
                 };
-                let mut changed =
-                    self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Direct);
-                changed |= self.consider_wire(now, &entries, how);
-                if changed {
-                    self.leaf_set_changed();
-                }
+                self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Direct);
+                self.consider_wire(now, &entries, how);
+                self.note_gains(now, from.id, &before, &[]);
             }
             Msg::LeafSetRequest => {
                 if self.joined() {
@@ -770,8 +998,18 @@ impl PastryNode {
                     let p = self.probes.swap_remove(i);
                     let rtt = rtt_micros(now.saturating_duration_since(p.sent));
                     self.record_rtt(from.id, rtt);
-                    if self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Direct) {
-                        self.leaf_set_changed();
+                    let held = self.table.holder(from.id.key()) == Ok(Some(from.id));
+                    self.consider(now, from.id, from.addr.as_str(), rtt, Learn::Direct);
+                    self.note_gains(now, from.id, &before, &[]);
+                    // It took a slot from a farther node: its own row, centred on
+                    // it, may hold closer nodes still (a local search).
+                    if !held
+                        && self.chase_budget > 0
+                        && let Some((row, _)) = self.table.slot_of(from.id.key())
+                        && let Some(e) = self.table.entry_mut(from.id).map(|e| e.clone())
+                    {
+                        self.chase_budget -= 1;
+                        self.request_row(now, &e, row, Purpose::Proximity);
                     }
                 }
             }
@@ -789,8 +1027,14 @@ impl PastryNode {
     }
 
     fn record_rtt(&mut self, peer: NodeId, rtt: RttMicros) {
-        self.recent_rtt[self.recent_next] = (peer, rtt);
-        self.recent_next = (self.recent_next + 1) % RECENT_RTT;
+        if let Some(r) = self.recent_rtt.iter_mut().find(|(p, _)| *p == peer) {
+            r.1 = rtt;
+        } else if self.recent_rtt.len() < RECENT_RTT {
+            self.recent_rtt.push((peer, rtt));
+        } else {
+            self.recent_rtt[self.recent_next] = (peer, rtt);
+            self.recent_next = (self.recent_next + 1) % RECENT_RTT;
+        }
         for l in self.leaf.iter_mut().filter(|l| l.entry.id == peer) {
             l.entry.rtt = rtt;
         }
@@ -873,6 +1117,7 @@ impl Overlay for PastryNode {
         self.phase = Phase::Left;
         self.next_tick = None;
         self.next_maintenance = None;
+        self.push_at = None;
         self.events.push_back(OverlayEvent::Left);
     }
 
@@ -916,10 +1161,10 @@ impl Overlay for PastryNode {
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Joining(j) => Some(j.deadline),
-            Phase::Joined => match (self.next_tick, self.next_maintenance) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            Phase::Joined => [self.next_tick, self.next_maintenance, self.push_at]
+                .into_iter()
+                .flatten()
+                .min(),
             Phase::Idle | Phase::Left => None,
         }
     }

@@ -2,7 +2,7 @@
 //! queue with per-link latency, silent failures and graceful leaves.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
 
 use g2_core::overlay::{Overlay, OverlayEvent, Route};
@@ -41,6 +41,8 @@ struct Net {
     queue: BinaryHeap<Queued>,
     seq: u64,
     rng: u64,
+    /// One-way delay between two nodes.
+    delay: fn(usize, usize) -> Duration,
 }
 
 impl Net {
@@ -55,6 +57,7 @@ impl Net {
             queue: BinaryHeap::new(),
             seq: 0,
             rng: seed,
+            delay: |from, to| Duration::from_millis(5 + ((from * 7 + to * 13) % 40) as u64),
         }
     }
 
@@ -66,8 +69,8 @@ impl Net {
         splitmix(&mut self.rng)
     }
 
-    fn latency(from: usize, to: usize) -> Duration {
-        Duration::from_millis(5 + ((from * 7 + to * 13) % 40) as u64)
+    fn latency(&self, from: usize, to: usize) -> Duration {
+        (self.delay)(from, to)
     }
 
     fn index(p: &Peer) -> usize {
@@ -98,7 +101,7 @@ impl Net {
             let to = Self::index(&t.to);
             self.seq += 1;
             self.queue.push(Reverse((
-                self.now + Self::latency(i, to),
+                self.now + self.latency(i, to),
                 self.seq,
                 i,
                 to,
@@ -134,7 +137,8 @@ impl Net {
                 if self.alive[to] && self.alive[from] {
                     let now = self.at();
                     let from_peer = self.nodes[from].local();
-                    self.nodes[to].rtt_sample(from_peer.id, Self::latency(from, to) * 2);
+                    let rtt = self.latency(from, to) * 2;
+                    self.nodes[to].rtt_sample(from_peer.id, rtt);
                     self.nodes[to]
                         .handle_message(now, from_peer, &payload)
                         .expect("well-formed messages between honest nodes");
@@ -419,6 +423,101 @@ fn a_joining_neighbour_takes_its_keys() {
         assert!(net.nodes[new].is_root(r.start));
     }
     net.assert_converged(300);
+}
+
+impl Net {
+    /// The true leaf set of live node `i`: the L/2 closest live nodes on each side.
+    fn true_leaf_set(&self, i: usize) -> BTreeSet<u128> {
+        let me = self.nodes[i].local().id.key();
+        let half = self.cfg.leaf_set_size / 2;
+        let others: Vec<Key> = self
+            .live()
+            .into_iter()
+            .filter(|&j| j != i)
+            .map(|j| self.nodes[j].local().id.key())
+            .collect();
+        let mut cw = others.clone();
+        cw.sort_by_key(|k| me.cw_distance(*k));
+        let mut ccw = others;
+        ccw.sort_by_key(|k| me.ccw_distance(*k));
+        cw.iter()
+            .take(half)
+            .chain(ccw.iter().take(half))
+            .map(|k| k.0)
+            .collect()
+    }
+
+    fn leaf_set_of(&self, i: usize) -> BTreeSet<u128> {
+        self.nodes[i]
+            .leaf_set()
+            .iter()
+            .map(|p| p.id.as_u128())
+            .collect()
+    }
+}
+
+/// `n - 1` volunteers join through one bootstrap within two milliseconds, over
+/// links of 1–5 ms, with the default ten-second heartbeats: a second later every
+/// leaf set is exact and every node agrees on the root of every key.
+fn concurrent_joins_converge_within_a_second(n: usize, seed: u64) {
+    let mut net = Net::new(seed, PastryConfig::default());
+    net.delay =
+        |from, to| Duration::from_micros(1000 + ((from * 7919 + to * 104_729) % 4000) as u64);
+    net.add(None);
+    net.run_for(Duration::from_millis(100));
+    let spacing = Duration::from_micros(2000) / n as u32;
+    for _ in 1..n {
+        net.add(Some(0));
+        net.run_for(spacing);
+    }
+    net.run_for(Duration::from_secs(1));
+    assert!(
+        net.now < PastryConfig::default().heartbeat_period,
+        "converged before the first heartbeat"
+    );
+    for i in net.live() {
+        assert!(net.nodes[i].is_joined(), "seed {seed}: node {i} not joined");
+        assert_eq!(
+            net.leaf_set_of(i),
+            net.true_leaf_set(i),
+            "seed {seed}, {n} nodes: leaf set of node {i}"
+        );
+    }
+    for _ in 0..500 {
+        let key = Key((u128::from(net.rand()) << 64) | u128::from(net.rand()));
+        let root = net.root(key);
+        let claims: Vec<usize> = net
+            .live()
+            .into_iter()
+            .filter(|&i| net.nodes[i].is_root(key))
+            .collect();
+        assert_eq!(
+            claims,
+            vec![root],
+            "seed {seed}, {n} nodes: roots of {key:?}"
+        );
+        let src = net.live()[net.rand() as usize % n];
+        assert_eq!(
+            net.lookup(src, key).0,
+            root,
+            "seed {seed}: route from {src}"
+        );
+    }
+}
+
+#[test]
+fn five_concurrent_joins_converge_within_a_second() {
+    concurrent_joins_converge_within_a_second(5, 21);
+}
+
+#[test]
+fn twenty_concurrent_joins_converge_within_a_second() {
+    concurrent_joins_converge_within_a_second(20, 22);
+}
+
+#[test]
+fn a_hundred_concurrent_joins_converge_within_a_second() {
+    concurrent_joins_converge_within_a_second(100, 23);
 }
 
 #[test]

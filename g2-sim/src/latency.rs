@@ -72,6 +72,17 @@ impl LatencyModel {
         }
     }
 
+    /// The placement model.
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// Where node `i` is: a point on the unit sphere, or in the unit square (z = 0).
+    /// Straight-line distance between points orders pairs as delay does.
+    pub fn position(&self, i: usize) -> [f32; 3] {
+        self.points[i]
+    }
+
     /// One-way delay from `a` to `b` in nanoseconds (at least 1 µs).
     pub fn delay_ns(&self, a: usize, b: usize) -> u64 {
         let (p, q) = (self.points[a], self.points[b]);

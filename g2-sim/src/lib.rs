@@ -26,6 +26,7 @@
 
 pub mod experiments;
 pub mod latency;
+mod nearest;
 pub mod output;
 pub mod overlays;
 pub mod rng;

@@ -12,7 +12,8 @@ use g2_core::overlay::Overlay;
 use g2_routing_pastry::{PastryConfig, PastryNode};
 
 use crate::SimError;
-use crate::latency::LatencyModel;
+use crate::latency::{LatencyModel, Topology};
+use crate::nearest::PrefixIndex;
 use crate::rng::SimRng;
 
 /// An overlay node as the simulator holds it: the real state machine (its
@@ -57,7 +58,7 @@ pub fn plugin(name: &str, pastry: PastryConfig) -> Result<Box<dyn OverlayPlugin>
                 .map_err(|e| SimError::Config(e.to_string()))?;
             Ok(Box::new(PastryPlugin {
                 config: pastry,
-                samples: 64,
+                samples: usize::MAX,
             }))
         }
         other => Err(SimError::UnknownOverlay(other.to_owned())),
@@ -70,8 +71,9 @@ pub struct PastryPlugin {
     /// The nodes' configuration.
     pub config: PastryConfig,
     /// Direct initialisation: candidates sampled per routing-table slot, of which
-    /// the closest by latency is kept (the join protocol's proximity heuristics
-    /// likewise pick the best of the few dozen candidates a joiner sees).
+    /// the closest by latency is kept. `usize::MAX` (the default) keeps the
+    /// nearest of all candidates, the state that proximity neighbour selection
+    /// converges to (the join protocol's probing and periodic row exchanges).
     pub samples: usize,
 }
 
@@ -91,6 +93,18 @@ impl OverlayPlugin for PastryPlugin {
         let digits = (128 / b) as usize;
         let ids: Vec<u128> = net.sorted.iter().map(|(id, _)| *id).collect();
         let mut rng = SimRng::new(net.seed, 0xD1EC7);
+        let exact = (self.samples >= n).then(|| {
+            let index: Vec<u32> = net.sorted.iter().map(|(_, i)| *i).collect();
+            let points = index
+                .iter()
+                .map(|&i| net.latency.position(i as usize))
+                .collect();
+            let dims = match net.latency.topology() {
+                Topology::Sphere => 3,
+                Topology::Plane => 2,
+            };
+            PrefixIndex::new(&ids, points, &index, b, dims)
+        });
         let mut out: Vec<Option<Box<dyn SimOverlay>>> =
             (0..net.peers.len()).map(|_| None).collect();
         let rtt = |a: usize, c: usize| Duration::from_nanos(2 * net.latency.delay_ns(a, c));
@@ -132,7 +146,11 @@ impl OverlayPlugin for PastryPlugin {
                         continue;
                     }
                     let pick = |j: usize| net.sorted[j].1 as usize;
-                    let best = if z - a <= self.samples {
+                    let best = if let Some(exact) = &exact {
+                        exact
+                            .nearest(&net.latency.position(me), row + 1, a, z)
+                            .map(|i| i as usize)
+                    } else if z - a <= self.samples {
                         (a..z).map(pick).min_by(|&x, &y| {
                             net.latency
                                 .closeness_key(me, x)
