@@ -300,7 +300,10 @@ pub fn fail(setup: &Setup, p: &FailParams) -> Result<Report<FailRow>, SimError> 
     let (mut sim, _) = setup.network(p.nodes, 0)?;
     let hidden = ProgressBar::hidden();
     let initial = LookupStats::run(&mut sim, p.lookups, &hidden);
-    // Steady-state message rate, to subtract from the repair window.
+    // Let the tables settle after the build (proximity maintenance is busy at
+    // first), then take the steady-state message rate over an equal window, to
+    // subtract from the repair window.
+    sim.run_for(p.settle);
     let m0 = sim.stats.messages;
     sim.run_for(p.settle);
     let baseline_rate = (sim.stats.messages - m0) as f64 / p.settle.as_secs_f64();
