@@ -38,6 +38,9 @@ use tracing::{debug, info, warn};
 pub const CLOSE_MISBEHAVING: u32 = 1;
 /// Application error code of an orderly shutdown.
 pub const CLOSE_SHUTDOWN: u32 = 0;
+/// How long a closing endpoint keeps its connections for passing on what had
+/// already arrived.
+pub const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// Why the QUIC transport could not start.
 #[derive(Debug, thiserror::Error)]
@@ -742,9 +745,6 @@ impl Transport for QuicTransport {
         if frame.len() > MAX_FRAME {
             return Err(TransportError::TooLarge(frame.len()));
         }
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(TransportError::Closed);
-        }
         let len = (frame.len() as u32).to_be_bytes();
         // one retry on a fresh connection if the cached one died
         for attempt in 0..2 {
@@ -789,14 +789,15 @@ impl Transport for QuicTransport {
         let closing = self.inner.closing.notified();
         tokio::pin!(closing);
         closing.as_mut().enable();
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(TransportError::Closed);
-        }
         let mut rx = self.inner.inbox_rx.lock().await;
-        tokio::select! {
-            m = rx.recv() => m.ok_or(TransportError::Closed),
-            _ = &mut closing => Err(TransportError::Closed),
+        if !self.inner.closed.load(Ordering::Acquire) {
+            tokio::select! {
+                m = rx.recv() => return m.ok_or(TransportError::Closed),
+                _ = &mut closing => {}
+            }
         }
+        // closing: hand over what had already arrived, then stop
+        rx.try_recv().map_err(|_| TransportError::Closed)
     }
 
     async fn identify(&self, addr: &NodeAddr) -> Result<Peer, TransportError> {

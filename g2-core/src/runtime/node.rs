@@ -1350,6 +1350,10 @@ impl NodeInner {
                 debug!(peer = %id, "neighbour failed");
                 lock(&self.locations).retain(|_, p| p.id != id);
                 lock(&self.failed).insert(id);
+                // make sure no route points at it any more (Pastry repairs its
+                // routing table lazily; a dead peer's connection may still
+                // swallow frames without an error)
+                lock(&self.overlay).peer_unreachable(Instant::now(), id);
                 let orphans: Vec<Request> = lock(&self.pending)
                     .values_mut()
                     .filter(|p| p.direct.as_ref().is_some_and(|(_, host)| *host == id))
