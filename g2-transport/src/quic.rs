@@ -745,7 +745,11 @@ impl Transport for QuicTransport {
         if frame.len() > MAX_FRAME {
             return Err(TransportError::TooLarge(frame.len()));
         }
-        let len = (frame.len() as u32).to_be_bytes();
+        // one write per frame: the length prefix and the bytes together
+        let mut framed = Vec::with_capacity(4 + frame.len());
+        framed.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&frame);
+        drop(frame);
         // one retry on a fresh connection if the cached one died
         for attempt in 0..2 {
             let (id, slot, conn) = self.connection(to).await?;
@@ -766,11 +770,7 @@ impl Transport for QuicTransport {
             let Some(stream) = guard.as_mut() else {
                 continue;
             };
-            let res = match stream.write_all(&len).await {
-                Ok(()) => stream.write_all(&frame).await,
-                Err(e) => Err(e),
-            };
-            match res {
+            match stream.write_all(&framed).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     *guard = None;
