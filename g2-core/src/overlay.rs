@@ -147,6 +147,37 @@ pub trait OverlayFactory: Send + 'static {
     fn name(&self) -> &'static str;
 }
 
+/// Most peers an overlay message may list (a hostile-input limit every overlay
+/// applies when decoding).
+pub const MAX_PEERS_PER_MESSAGE: usize = 1024;
+/// Longest transport address an overlay message may carry, in bytes.
+pub const MAX_ADDR_LEN: usize = 255;
+
+/// Checks a peer list taken from a message of `from` against
+/// [`MAX_PEERS_PER_MESSAGE`] and [`MAX_ADDR_LEN`]; `what` names the list in the
+/// error.
+pub fn check_peer_list<'a>(
+    from: NodeId,
+    what: &str,
+    addrs: impl ExactSizeIterator<Item = &'a str>,
+) -> Result<(), OverlayError> {
+    let protocol = |reason: String| OverlayError::Protocol { from, reason };
+    let n = addrs.len();
+    if n > MAX_PEERS_PER_MESSAGE {
+        return Err(protocol(format!(
+            "{what} lists {n} peers (max {MAX_PEERS_PER_MESSAGE})"
+        )));
+    }
+    let mut addrs = addrs;
+    if let Some(a) = addrs.find(|a| a.len() > MAX_ADDR_LEN) {
+        return Err(protocol(format!(
+            "{what} has a {}-byte address (max {MAX_ADDR_LEN})",
+            a.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A factory chosen at run time (`--routing pastry|chord`) is a factory too.
 impl OverlayFactory for Box<dyn OverlayFactory> {
     fn build(self: Box<Self>, local: Peer) -> Box<dyn Overlay> {

@@ -1,14 +1,11 @@
 //! Chord's wire messages, encoded with CBOR (ciborium) and decoded defensively:
 //! anything a peer sends is hostile until checked.
 
-use g2_core::overlay::OverlayError;
+use g2_core::overlay::{OverlayError, check_peer_list};
 use g2_core::{NodeAddr, NodeId, Peer};
 use serde::{Deserialize, Serialize};
 
-/// Upper bound on the peers one message may list.
-pub(crate) const MAX_PEERS: usize = 1024;
-/// Upper bound on an address's length in bytes.
-pub(crate) const MAX_ADDR: usize = 255;
+pub(crate) use g2_core::overlay::MAX_ADDR_LEN as MAX_ADDR;
 
 /// A node as carried on the wire: id and address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,21 +80,8 @@ impl Msg {
             from,
             reason: e.to_string(),
         })?;
-        let protocol = |reason: String| OverlayError::Protocol { from, reason };
-        let check = |peers: &[WirePeer], what: &str| -> Result<(), OverlayError> {
-            if peers.len() > MAX_PEERS {
-                return Err(protocol(format!(
-                    "{what} lists {} peers (max {MAX_PEERS})",
-                    peers.len()
-                )));
-            }
-            if let Some(p) = peers.iter().find(|p| p.1.len() > MAX_ADDR) {
-                return Err(protocol(format!(
-                    "{what} has a {}-byte address (max {MAX_ADDR})",
-                    p.1.len()
-                )));
-            }
-            Ok(())
+        let check = |peers: &[WirePeer], what: &str| {
+            check_peer_list(from, what, peers.iter().map(|p| p.1.as_str()))
         };
         match &msg {
             Msg::FindSuccessor { origin, .. } => check(std::slice::from_ref(origin), "lookup")?,
@@ -151,7 +135,10 @@ mod tests {
     fn oversized_lists_and_addresses_are_refused() {
         let m = Msg::Leave {
             predecessor: None,
-            successors: vec![WirePeer(1, "mem:1".into()); MAX_PEERS + 1],
+            successors: vec![
+                WirePeer(1, "mem:1".into());
+                g2_core::overlay::MAX_PEERS_PER_MESSAGE + 1
+            ],
         };
         assert!(matches!(
             Msg::decode(NodeId::from_u128(1), &m.encode()),

@@ -2,15 +2,12 @@
 //! anything a peer sends is hostile until checked.
 
 use g2_core::NodeId;
-use g2_core::overlay::OverlayError;
+use g2_core::overlay::{OverlayError, check_peer_list};
 use serde::{Deserialize, Serialize};
 
 use crate::entry::Entry;
 
-/// Upper bound on the peers one message may list.
-pub(crate) const MAX_PEERS: usize = 1024;
-/// Upper bound on an address's length in bytes.
-pub(crate) const MAX_ADDR: usize = 255;
+pub(crate) use g2_core::overlay::{MAX_ADDR_LEN as MAX_ADDR, MAX_PEERS_PER_MESSAGE as MAX_PEERS};
 
 /// A node as carried on the wire: id and address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,21 +99,8 @@ impl Msg {
             from,
             reason: e.to_string(),
         })?;
-        let protocol = |reason: String| OverlayError::Protocol { from, reason };
-        let check = |peers: &[WirePeer], what: &str| -> Result<(), OverlayError> {
-            if peers.len() > MAX_PEERS {
-                return Err(protocol(format!(
-                    "{what} lists {} peers (max {MAX_PEERS})",
-                    peers.len()
-                )));
-            }
-            if let Some(p) = peers.iter().find(|p| p.1.len() > MAX_ADDR) {
-                return Err(protocol(format!(
-                    "{what} has a {}-byte address (max {MAX_ADDR})",
-                    p.1.len()
-                )));
-            }
-            Ok(())
+        let check = |peers: &[WirePeer], what: &str| {
+            check_peer_list(from, what, peers.iter().map(|p| p.1.as_str()))
         };
         match &msg {
             Msg::Join { joiner, .. } => check(std::slice::from_ref(joiner), "join")?,
@@ -136,9 +120,10 @@ impl Msg {
             | Msg::LeafSetReply { leaf_set }
             | Msg::Leave { leaf_set } => check(leaf_set, "leaf set")?,
             Msg::RowRequest { row } | Msg::RowReply { row, .. } if usize::from(*row) >= digits => {
-                return Err(protocol(format!(
-                    "row {row} beyond the {digits} rows of the table"
-                )));
+                return Err(OverlayError::Protocol {
+                    from,
+                    reason: format!("row {row} beyond the {digits} rows of the table"),
+                });
             }
             Msg::RowReply { entries, .. } => check(entries, "row")?,
             Msg::RowRequest { .. }
