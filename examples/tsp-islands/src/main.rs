@@ -222,6 +222,20 @@ async fn client_node(args: &Args, bootstrap: std::net::SocketAddr) -> Result<Nod
         .map_err(|e| format!("joining the network at {bootstrap}: {e}"))
 }
 
+/// An island's progress. `status` only reads, so a call that timed out (say,
+/// lost with a volunteer that was leaving) is simply asked again, a few times.
+async fn status_of(island: &IslandRef) -> Result<island::Status, g2::CallError> {
+    let quick = island.with_timeout(Duration::from_secs(5));
+    let mut last = None;
+    for _ in 0..4 {
+        match quick.status().await {
+            Err(e @ g2::CallError::Timeout { .. }) => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or(g2::CallError::NodeStopped))
+}
+
 async fn run_network(
     args: &Args,
     instance: &Instance,
@@ -262,7 +276,7 @@ async fn run_network(
     // watch progress; the result does not depend on when we look
     let mut delay = Duration::from_millis(2);
     loop {
-        let statuses = futures::future::try_join_all(islands.iter().map(|i| i.status()))
+        let statuses = futures::future::try_join_all(islands.iter().map(status_of))
             .await
             .map_err(|e| format!("status: {e}"))?;
         let done = statuses.iter().map(|s| s.epochs_done).min().unwrap_or(0);
