@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use g2_core::Key;
-use g2_routing_pastry::PastryConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::SimError;
-use crate::overlays::plugin;
+use crate::overlays::{OverlayConfigs, plugin};
 use crate::sim::{NetworkConfig, Simulator};
 
 /// One experiment's results.
@@ -51,10 +50,10 @@ impl std::str::FromStr for Build {
 /// What every experiment shares.
 #[derive(Clone, Debug)]
 pub struct Setup {
-    /// Overlay name (`pastry`).
+    /// Overlay name (`pastry`, `chord`).
     pub overlay: String,
-    /// Pastry's parameters.
-    pub pastry: PastryConfig,
+    /// The overlays' parameters.
+    pub configs: OverlayConfigs,
     /// The simulated network.
     pub net: NetworkConfig,
     /// Network construction.
@@ -71,7 +70,7 @@ impl Default for Setup {
     fn default() -> Self {
         Self {
             overlay: "pastry".into(),
-            pastry: PastryConfig::default(),
+            configs: OverlayConfigs::default(),
             net: NetworkConfig::default(),
             build: Build::Auto,
             direct_above: 20_000,
@@ -99,10 +98,7 @@ impl Setup {
     fn simulator(&self, stream: u64) -> Result<Simulator, SimError> {
         let mut net = self.net.clone();
         net.seed = self.net.seed.wrapping_add(stream.wrapping_mul(0x9E37_79B9));
-        Ok(Simulator::new(
-            plugin(&self.overlay, self.pastry.clone())?,
-            net,
-        ))
+        Ok(Simulator::new(plugin(&self.overlay, &self.configs)?, net))
     }
 
     /// Builds an `n`-node network and lets it settle.
@@ -129,7 +125,7 @@ impl Setup {
             sim.schedule_join(node, self.join_interval * i as u32);
         }
         let step = self.join_interval * 256;
-        let end = self.join_interval * n as u32 + self.pastry.heartbeat_period * 3;
+        let end = self.join_interval * n as u32 + sim.plugin().settle_time(n);
         while sim.now() < end {
             sim.run_for(step.min(end - sim.now()));
             bar.set_position(sim.live().len() as u64);
@@ -148,6 +144,9 @@ pub struct HopsRow {
     pub lookups: usize,
     /// Mean hops per lookup.
     pub mean_hops: f64,
+    /// The mean the overlay's paper predicts (log_(2^b) N for Pastry,
+    /// ½·log2 N for Chord).
+    pub expected_hops: f64,
     /// Most hops of any lookup.
     pub max_hops: u32,
     /// `hop_histogram[h]`: lookups that took `h` hops.
@@ -244,6 +243,7 @@ pub fn hops(setup: &Setup, p: &HopsParams) -> Result<Report<HopsRow>, SimError> 
             nodes: n,
             lookups: st.count as usize,
             mean_hops: st.mean_hops(),
+            expected_hops: sim.plugin().expected_hops(n),
             max_hops: st.max,
             hop_histogram: st.hist.clone(),
             delivered_pct: st.delivered_pct(),

@@ -38,7 +38,7 @@ pub use sim::{Lookup, NetworkConfig, Simulator};
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// `--overlay` names no overlay the simulator knows.
-    #[error("unknown overlay {0:?} (known: pastry)")]
+    #[error("unknown overlay {0:?} (known: pastry, chord)")]
     UnknownOverlay(String),
     /// The overlay's parameters are invalid.
     #[error("{0}")]

@@ -5,10 +5,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use g2_routing_chord::ChordConfig;
 use g2_routing_pastry::PastryConfig;
 use g2_sim::experiments::{self, Build, ChurnParams, FailParams, HopsParams, Report, Setup};
 use g2_sim::latency::Topology;
 use g2_sim::output::{self, Plot, Row};
+use g2_sim::overlays::OverlayConfigs;
 use g2_sim::{NetworkConfig, SimError};
 use serde::Serialize;
 
@@ -74,7 +76,7 @@ enum Experiment {
 
 #[derive(Args)]
 struct Common {
-    /// The overlay to simulate.
+    /// The overlay to simulate: pastry or chord.
     #[arg(long, default_value = "pastry")]
     overlay: String,
     /// Seed of every random choice.
@@ -113,6 +115,19 @@ struct Common {
     /// Pastry: heartbeat period in seconds.
     #[arg(long, default_value_t = 10)]
     heartbeat_s: u64,
+    /// Chord: successor list length r.
+    #[arg(long, default_value_t = 16)]
+    successors: usize,
+    /// Chord: period of stabilize and check_predecessor in seconds (the
+    /// paper's experiments: 30).
+    #[arg(long, default_value_t = 30.0)]
+    stabilize_s: f64,
+    /// Chord: period of fix_fingers in seconds (default: the stabilize period).
+    #[arg(long)]
+    fix_fingers_s: Option<f64>,
+    /// Chord: how long a stabilize, ping or lookup may go unanswered, in ms.
+    #[arg(long, default_value_t = 5000)]
+    chord_timeout_ms: u64,
     /// Virtual ms between two joins while building a network.
     #[arg(long, default_value_t = 100)]
     join_interval_ms: u64,
@@ -130,9 +145,17 @@ impl Common {
             failure_timeout: Duration::from_secs(self.heartbeat_s * 3),
             ..PastryConfig::default()
         };
+        let secs = |s: f64| Duration::from_secs_f64(s.clamp(0.0, 1e9));
+        let chord = ChordConfig {
+            successor_list_len: self.successors,
+            stabilize_period: secs(self.stabilize_s),
+            check_predecessor_period: secs(self.stabilize_s),
+            fix_fingers_period: secs(self.fix_fingers_s.unwrap_or(self.stabilize_s)),
+            request_timeout: Duration::from_millis(self.chord_timeout_ms),
+        };
         Setup {
             overlay: self.overlay.clone(),
-            pastry,
+            configs: OverlayConfigs { pastry, chord },
             net: NetworkConfig {
                 seed: self.seed,
                 topology: self.topology,

@@ -9,7 +9,7 @@ use g2_core::overlay::{OverlayEvent, Route};
 use g2_core::{Key, NodeAddr, NodeId, Peer};
 
 use crate::latency::{LatencyModel, Topology};
-use crate::overlays::{DirectNetwork, OverlayPlugin, SimOverlay, sim_addr, sim_index};
+use crate::overlays::{DirectNetwork, OverlayPlugin, RootRule, SimOverlay, sim_addr, sim_index};
 use crate::rng::SimRng;
 
 /// The simulated network's physical properties.
@@ -476,28 +476,25 @@ impl Simulator {
         }
     }
 
-    /// The true root of `key`: the numerically closest joined live node.
+    /// The true root of `key` among joined live nodes, by the overlay's own
+    /// rule (numerically closest for Pastry, successor for Chord).
     pub fn true_root(&self, key: Key) -> Option<u32> {
-        let after = self
-            .live
-            .range(key.0..)
-            .next()
-            .or_else(|| self.live.iter().next());
-        let before = self
-            .live
-            .range(..key.0)
-            .next_back()
-            .or_else(|| self.live.iter().next_back());
-        match (after, before) {
-            (Some((&a, &ia)), Some((&b, &ib))) => {
-                Some(if key.cmp_closeness(Key(a), Key(b)) == Ordering::Greater {
-                    ib
-                } else {
-                    ia
-                })
-            }
-            _ => None,
-        }
+        self.plugin.root_rule().root(&self.live, key)
+    }
+
+    /// The overlay's rule for roots.
+    pub fn root_rule(&self) -> RootRule {
+        self.plugin.root_rule()
+    }
+
+    /// Joined live nodes by id.
+    pub fn live_ids(&self) -> &BTreeMap<u128, u32> {
+        &self.live
+    }
+
+    /// The plugin driving the nodes.
+    pub fn plugin(&self) -> &dyn OverlayPlugin {
+        self.plugin.as_ref()
     }
 
     /// Routes a lookup for `key` from `src` hop by hop, as the node runtime does:

@@ -8,7 +8,7 @@ use std::time::Duration;
 use g2_core::Key;
 use g2_routing_pastry::PastryConfig;
 use g2_sim::latency::Topology;
-use g2_sim::overlays::plugin;
+use g2_sim::overlays::{OverlayConfigs, plugin};
 use g2_sim::{NetworkConfig, Simulator};
 
 fn concurrent_joins(n: usize, seed: u64) {
@@ -21,7 +21,11 @@ fn concurrent_joins(n: usize, seed: u64) {
     };
     let config = PastryConfig::default();
     let heartbeat = config.heartbeat_period;
-    let mut sim = Simulator::new(plugin("pastry", config).expect("valid config"), net);
+    let configs = OverlayConfigs {
+        pastry: config,
+        ..OverlayConfigs::default()
+    };
+    let mut sim = Simulator::new(plugin("pastry", &configs).expect("valid config"), net);
     let bootstrap = sim.add_node();
     sim.join(bootstrap, None);
     sim.run_for(Duration::from_millis(100));

@@ -5,11 +5,16 @@ use std::time::Duration;
 
 use g2_core::Key;
 use g2_sim::experiments::{self, Build, ChurnParams, FailParams, HopsParams, Setup};
-use g2_sim::overlays::plugin;
+use g2_sim::overlays::{OverlayConfigs, plugin};
 use g2_sim::{NetworkConfig, SimError};
 
 fn setup(seed: u64, build: Build) -> Setup {
+    overlay_setup("pastry", seed, build)
+}
+
+fn overlay_setup(overlay: &str, seed: u64, build: Build) -> Setup {
     Setup {
+        overlay: overlay.into(),
         build,
         net: NetworkConfig {
             seed,
@@ -77,24 +82,36 @@ fn joined_networks_agree_on_roots() {
 /// Direct initialisation must give the network the join protocol would build.
 #[test]
 fn join_and_direct_construction_agree() {
-    agree(500, 14, 0.05);
+    agree("pastry", 500, 14, 0.05);
+}
+
+/// The same for Chord: direct initialisation computes the state that joins,
+/// stabilisation and fix_fingers converge to.
+#[test]
+fn chord_join_and_direct_construction_agree() {
+    agree("chord", 500, 19, 0.05);
 }
 
 /// The same check at 10^4 nodes: `cargo test --release -p g2-sim -- --ignored`.
 #[test]
 #[ignore = "minutes in debug builds; run with --release"]
 fn join_and_direct_construction_agree_at_ten_thousand_nodes() {
-    agree(10_000, 15, 0.03);
+    agree("pastry", 10_000, 15, 0.03);
+    agree("chord", 10_000, 15, 0.03);
 }
 
-fn agree(n: usize, seed: u64, tolerance: f64) {
+fn agree(overlay: &str, n: usize, seed: u64, tolerance: f64) {
     let p = HopsParams {
         nodes: vec![n],
         lookups: 20_000,
     };
-    let join = experiments::hops(&setup(seed, Build::Join), &p).expect("join-built");
-    let direct = experiments::hops(&setup(seed, Build::Direct), &p).expect("direct-built");
+    let join =
+        experiments::hops(&overlay_setup(overlay, seed, Build::Join), &p).expect("join-built");
+    let direct =
+        experiments::hops(&overlay_setup(overlay, seed, Build::Direct), &p).expect("direct-built");
     let (j, d) = (&join.results[0], &direct.results[0]);
+    assert_eq!(j.delivered_pct, 100.0, "seed {seed}: {j:?}");
+    assert_eq!(d.delivered_pct, 100.0, "seed {seed}: {d:?}");
     let rel = (j.mean_hops - d.mean_hops).abs() / d.mean_hops;
     assert!(rel <= tolerance, "seed {seed}: join {j:?} vs direct {d:?}");
     let entries = (j.routing_entries_mean - d.routing_entries_mean).abs() / d.routing_entries_mean;
@@ -164,9 +181,10 @@ fn graceful_leaves_lose_nothing() {
 
 #[test]
 fn unknown_overlays_are_named() {
-    let err = plugin("chord", Default::default())
+    assert!(plugin("chord", &OverlayConfigs::default()).is_ok());
+    let err = plugin("kademlia", &OverlayConfigs::default())
         .err()
-        .expect("chord is not simulated yet");
+        .expect("kademlia is not simulated");
     assert!(matches!(err, SimError::UnknownOverlay(_)));
-    assert!(err.to_string().contains("unknown overlay \"chord\""));
+    assert!(err.to_string().contains("unknown overlay \"kademlia\""));
 }
