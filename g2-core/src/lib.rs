@@ -30,6 +30,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod fault;
 mod id;
 pub mod overlay;
