@@ -1,6 +1,7 @@
 //! The experiments: `hops`, `fail` and `churn`. Each returns a [`Report`] that
 //! prints as a table and serialises to the JSON object the CLI prints.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use g2_core::Key;
@@ -9,7 +10,7 @@ use serde::Serialize;
 
 use crate::SimError;
 use crate::overlays::{OverlayConfigs, plugin};
-use crate::sim::{NetworkConfig, Simulator};
+use crate::sim::{NetworkConfig, NodeState, Simulator};
 
 /// One experiment's results.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -177,15 +178,39 @@ struct LookupStats {
     stretch_n: u64,
     route_ns: u128,
     direct_ns: u128,
+    /// Lookups of keys whose root before the failures has failed.
+    root_died: u64,
+    /// Failed lookups of such keys.
+    failed_root_died: u64,
+    /// Lookups that met more than the runtime's 4 dead next hops at one node.
+    over_attempts: u64,
 }
 
+/// The runtime's attempts per node to reach a next hop.
+const RUNTIME_ATTEMPTS: u32 = 4;
+
 impl LookupStats {
-    fn run(sim: &mut Simulator, lookups: usize, bar: &ProgressBar) -> Self {
+    /// `lookups` random lookups from random live nodes. With `before` (the live
+    /// nodes before a failure), lookups of keys whose root then has failed
+    /// since are counted apart.
+    fn run(
+        sim: &mut Simulator,
+        lookups: usize,
+        bar: &ProgressBar,
+        before: Option<&BTreeMap<u128, u32>>,
+    ) -> Self {
         let mut st = Self::default();
+        let rule = sim.root_rule();
         for i in 0..lookups {
             let Some(src) = sim.random_live() else { break };
             let key = Key(sim.rng().next_u128());
             let l = sim.lookup(src, key);
+            let died = before
+                .and_then(|b| rule.root(b, key))
+                .is_some_and(|r| sim.state(r) == NodeState::Failed);
+            st.root_died += u64::from(died);
+            st.failed_root_died += u64::from(died && !l.delivered);
+            st.over_attempts += u64::from(l.max_dead_run > RUNTIME_ATTEMPTS);
             st.count += 1;
             st.hops += u64::from(l.hops);
             st.max = st.max.max(l.hops);
@@ -212,7 +237,15 @@ impl LookupStats {
     }
 
     fn delivered_pct(&self) -> f64 {
-        100.0 * self.delivered as f64 / self.count.max(1) as f64
+        self.pct(self.delivered)
+    }
+
+    fn pct(&self, k: u64) -> f64 {
+        100.0 * k as f64 / self.count.max(1) as f64
+    }
+
+    fn failed_other(&self) -> u64 {
+        (self.count - self.delivered).saturating_sub(self.failed_root_died)
     }
 }
 
@@ -231,7 +264,7 @@ pub fn hops(setup: &Setup, p: &HopsParams) -> Result<Report<HopsRow>, SimError> 
     for (k, &n) in p.nodes.iter().enumerate() {
         let (mut sim, build) = setup.network(n, k as u64)?;
         let bar = setup.bar(p.lookups as u64, &format!("lookups at {n}"));
-        let st = LookupStats::run(&mut sim, p.lookups, &bar);
+        let st = LookupStats::run(&mut sim, p.lookups, &bar, None);
         bar.finish_and_clear();
         let live = sim.live().to_vec();
         let entries: usize = live
@@ -275,6 +308,18 @@ pub struct FailRow {
     pub delivered_pct_before: f64,
     /// Delivery once repair has settled, in %.
     pub delivered_pct_after: f64,
+    /// Lookups right after the failures whose key's root (before the
+    /// failures) has failed, in % of lookups (about `fail_fraction`).
+    pub root_died_pct: f64,
+    /// Lookups right after the failures that failed and whose key's root had
+    /// failed, in % of lookups.
+    pub failed_root_died_pct_before: f64,
+    /// Lookups right after the failures that failed although their key's root
+    /// is alive, in % of lookups (the target is 0).
+    pub failed_other_pct_before: f64,
+    /// Lookups right after the failures that met more dead next hops in a row
+    /// at one node than the runtime's 4 attempts, in %.
+    pub over_runtime_attempts_pct_before: f64,
     /// Messages above the steady-state rate during repair, per failed node.
     pub repair_messages_per_failed_node: f64,
     #[serde(skip)]
@@ -287,19 +332,38 @@ pub struct FailRow {
 pub struct FailParams {
     /// Network size.
     pub nodes: usize,
-    /// Fraction failed.
-    pub fail_fraction: f64,
+    /// Fractions failed, one fresh network each.
+    pub fail_fractions: Vec<f64>,
     /// Lookups per measurement.
     pub lookups: usize,
     /// Virtual time given to repair.
     pub settle: Duration,
 }
 
-/// Fails a fraction of nodes silently and measures routing before and after repair.
+/// For each fraction, fails that fraction of a fresh network silently at once
+/// (the Chord paper's simultaneous-failure experiment) and measures lookups
+/// right away, before any stabilisation, and again after repair.
 pub fn fail(setup: &Setup, p: &FailParams) -> Result<Report<FailRow>, SimError> {
-    let (mut sim, _) = setup.network(p.nodes, 0)?;
+    let mut results = Vec::new();
+    for (k, &fraction) in p.fail_fractions.iter().enumerate() {
+        results.push(fail_one(setup, p, fraction, k as u64)?);
+    }
+    Ok(Report {
+        overlay: setup.overlay.clone(),
+        experiment: "fail".into(),
+        results,
+    })
+}
+
+fn fail_one(
+    setup: &Setup,
+    p: &FailParams,
+    fraction: f64,
+    stream: u64,
+) -> Result<FailRow, SimError> {
+    let (mut sim, _) = setup.network(p.nodes, stream)?;
     let hidden = ProgressBar::hidden();
-    let initial = LookupStats::run(&mut sim, p.lookups, &hidden);
+    let initial = LookupStats::run(&mut sim, p.lookups, &hidden, None);
     // Let the tables settle after the build (proximity maintenance is busy at
     // first), then take the steady-state message rate over an equal window, to
     // subtract from the repair window.
@@ -308,8 +372,9 @@ pub fn fail(setup: &Setup, p: &FailParams) -> Result<Report<FailRow>, SimError> 
     sim.run_for(p.settle);
     let baseline_rate = (sim.stats.messages - m0) as f64 / p.settle.as_secs_f64();
     let live_before = sim.live().len();
+    let before_ids = sim.live_ids().clone();
     let mut victims: Vec<u32> = sim.live().to_vec();
-    let k = ((p.nodes as f64) * p.fail_fraction).round() as usize;
+    let k = ((p.nodes as f64) * fraction).round() as usize;
     for i in 0..k.min(victims.len()) {
         let j = i + sim.rng().below(victims.len() - i);
         victims.swap(i, j);
@@ -319,8 +384,8 @@ pub fn fail(setup: &Setup, p: &FailParams) -> Result<Report<FailRow>, SimError> 
         sim.fail(v);
     }
     let m1 = sim.stats.messages;
-    let before = LookupStats::run(&mut sim, p.lookups, &hidden);
-    let bar = setup.bar(p.settle.as_secs(), "repairing");
+    let before = LookupStats::run(&mut sim, p.lookups, &hidden, Some(&before_ids));
+    let bar = setup.bar(p.settle.as_secs(), &format!("repairing {fraction}"));
     let end = sim.now() + p.settle;
     while sim.now() < end {
         sim.run_for(Duration::from_secs(1).min(end - sim.now()));
@@ -330,20 +395,20 @@ pub fn fail(setup: &Setup, p: &FailParams) -> Result<Report<FailRow>, SimError> 
     let live_frac = sim.live().len() as f64 / live_before.max(1) as f64;
     let repair =
         (sim.stats.messages - m1) as f64 - baseline_rate * live_frac * p.settle.as_secs_f64();
-    let after = LookupStats::run(&mut sim, p.lookups, &hidden);
-    Ok(Report {
-        overlay: setup.overlay.clone(),
-        experiment: "fail".into(),
-        results: vec![FailRow {
-            nodes: p.nodes,
-            fail_fraction: p.fail_fraction,
-            mean_hops_before: before.mean_hops(),
-            mean_hops_after: after.mean_hops(),
-            delivered_pct_before: before.delivered_pct(),
-            delivered_pct_after: after.delivered_pct(),
-            repair_messages_per_failed_node: repair.max(0.0) / victims.len().max(1) as f64,
-            mean_hops_initial: initial.mean_hops(),
-        }],
+    let after = LookupStats::run(&mut sim, p.lookups, &hidden, None);
+    Ok(FailRow {
+        nodes: p.nodes,
+        fail_fraction: fraction,
+        mean_hops_before: before.mean_hops(),
+        mean_hops_after: after.mean_hops(),
+        delivered_pct_before: before.delivered_pct(),
+        delivered_pct_after: after.delivered_pct(),
+        root_died_pct: before.pct(before.root_died),
+        failed_root_died_pct_before: before.pct(before.failed_root_died),
+        failed_other_pct_before: before.pct(before.failed_other()),
+        over_runtime_attempts_pct_before: before.pct(before.over_attempts),
+        repair_messages_per_failed_node: repair.max(0.0) / victims.len().max(1) as f64,
+        mean_hops_initial: initial.mean_hops(),
     })
 }
 

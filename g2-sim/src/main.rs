@@ -45,9 +45,10 @@ enum Experiment {
         /// Network size.
         #[arg(long, default_value_t = 5000)]
         nodes: usize,
-        /// Fraction of nodes that fail at once.
-        #[arg(long, default_value_t = 0.1)]
-        fail_fraction: f64,
+        /// Fractions of nodes that fail at once, comma-separated (one fresh
+        /// network each).
+        #[arg(long, value_delimiter = ',', default_value = "0.1")]
+        fail_fraction: Vec<f64>,
         /// Lookups per measurement.
         #[arg(long, default_value_t = 10_000)]
         lookups: usize,
@@ -210,7 +211,7 @@ fn run(cli: Cli) -> Result<(), SimError> {
         } => {
             let p = FailParams {
                 nodes,
-                fail_fraction,
+                fail_fractions: fail_fraction,
                 lookups,
                 settle: Duration::from_secs(settle_s),
             };

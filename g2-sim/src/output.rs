@@ -57,6 +57,10 @@ impl Row for FailRow {
             "mean_hops_after",
             "delivered_pct_before",
             "delivered_pct_after",
+            "root_died_pct",
+            "failed_root_died_pct",
+            "failed_other_pct",
+            "over_4_attempts_pct",
             "repair_messages_per_failed_node",
         ]
     }
@@ -69,6 +73,10 @@ impl Row for FailRow {
             format!("{:.3}", self.mean_hops_after),
             format!("{:.3}", self.delivered_pct_before),
             format!("{:.3}", self.delivered_pct_after),
+            format!("{:.3}", self.root_died_pct),
+            format!("{:.3}", self.failed_root_died_pct_before),
+            format!("{:.3}", self.failed_other_pct_before),
+            format!("{:.3}", self.over_runtime_attempts_pct_before),
             format!("{:.1}", self.repair_messages_per_failed_node),
         ]
     }
@@ -170,29 +178,27 @@ pub fn hops_plot(r: &Report<HopsRow>) -> Plot {
     }
 }
 
-/// The plot of a `fail` report: mean hops initially, before and after repair.
+/// The plot of a `fail` report: lookups failed right after the failures,
+/// against the fraction failed (the Chord paper's Fig. 11 set-up).
 pub fn fail_plot(r: &Report<FailRow>) -> Plot {
+    let pts =
+        |f: &dyn Fn(&FailRow) -> f64| r.results.iter().map(|x| (x.fail_fraction, f(x))).collect();
     Plot {
         title: format!(
-            "{}: hops around silent failures (0 = before, 1 = unrepaired, 2 = repaired)",
-            r.overlay
+            "{}: lookups right after simultaneous failures ({} nodes)",
+            r.overlay,
+            r.results.first().map_or(0, |x| x.nodes)
         ),
-        x_label: "phase".into(),
-        y_label: "mean hops".into(),
-        series: r
-            .results
-            .iter()
-            .map(|x| {
-                (
-                    format!("{} nodes, {}% failed", x.nodes, x.fail_fraction * 100.0),
-                    vec![
-                        (0.0, x.mean_hops_initial),
-                        (1.0, x.mean_hops_before),
-                        (2.0, x.mean_hops_after),
-                    ],
-                )
-            })
-            .collect(),
+        x_label: "fraction of nodes failed".into(),
+        y_label: "% of lookups".into(),
+        series: vec![
+            ("keys whose root died".into(), pts(&|x| x.root_died_pct)),
+            (
+                "failed, root died".into(),
+                pts(&|x| x.failed_root_died_pct_before),
+            ),
+            ("failed, other".into(), pts(&|x| x.failed_other_pct_before)),
+        ],
     }
 }
 

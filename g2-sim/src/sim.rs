@@ -60,6 +60,9 @@ pub struct Lookup {
     pub hops: u32,
     /// Attempts that met a dead node (the node then repaired its state).
     pub dead_hops: u32,
+    /// Most dead next hops one node met in a row on this route (the runtime
+    /// gives up on a request after 4 at one node).
+    pub max_dead_run: u32,
     /// Whether the route ended at the key's true root.
     pub delivered: bool,
     /// Sum of the one-way delays along the route (ns).
@@ -127,8 +130,12 @@ impl Ord for Event {
     }
 }
 
-/// Upper bound on a lookup's hops before it is declared lost (a loop).
+/// Upper bound on a lookup's hops between live nodes before it is declared
+/// lost (a loop), as the runtime's hop limit.
 pub const MAX_LOOKUP_HOPS: u32 = 64;
+/// Upper bound on a lookup's attempts to reach dead next hops (each one is
+/// reported to the node, which routes around it).
+pub const MAX_DEAD_ATTEMPTS: u32 = 256;
 
 /// A simulated network: nodes, a virtual clock and an event queue.
 ///
@@ -506,6 +513,7 @@ impl Simulator {
         let mut out = Lookup {
             hops: 0,
             dead_hops: 0,
+            max_dead_run: 0,
             delivered: false,
             route_ns: 0,
             direct_ns: root.map_or(0, |r| self.latency.delay_ns(src as usize, r as usize)),
@@ -514,7 +522,8 @@ impl Simulator {
             out.direct_ns = 0;
         }
         let now = self.instant();
-        while out.hops < MAX_LOOKUP_HOPS {
+        let mut run = 0;
+        while out.hops - out.dead_hops < MAX_LOOKUP_HOPS && out.dead_hops < MAX_DEAD_ATTEMPTS {
             let Some(o) = self.nodes[at].overlay.as_ref() else {
                 break;
             };
@@ -531,9 +540,12 @@ impl Simulator {
                         Some(n) => {
                             out.route_ns += self.latency.delay_ns(at, n);
                             at = n;
+                            run = 0;
                         }
                         None => {
                             out.dead_hops += 1;
+                            run += 1;
+                            out.max_dead_run = out.max_dead_run.max(run);
                             if let Some(o) = self.nodes[at].overlay.as_mut() {
                                 o.peer_unreachable(now, p.id);
                             }
