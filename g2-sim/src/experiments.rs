@@ -15,7 +15,9 @@ use crate::sim::{NetworkConfig, NodeState, Simulator};
 /// One experiment's results.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Report<R> {
-    /// Overlay name.
+    /// Overlay name (empty, and left out of the JSON, when the rows name
+    /// their overlays, as in `compare`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub overlay: String,
     /// Experiment name.
     pub experiment: String,
@@ -355,13 +357,39 @@ pub fn fail(setup: &Setup, p: &FailParams) -> Result<Report<FailRow>, SimError> 
     })
 }
 
+/// What [`fail_run`] measured besides its row.
+struct FailRun {
+    row: FailRow,
+    /// Lookups on the network as built, before anything else.
+    initial: LookupStats,
+    /// Overlay messages per live node per second in the steady state.
+    maintenance: f64,
+    /// How the network was built.
+    build: &'static str,
+    /// Mean routing entries per node, before the failures.
+    routing_entries: f64,
+    /// Neighbourhood entries per node.
+    neighbourhood_entries: usize,
+}
+
 fn fail_one(
     setup: &Setup,
     p: &FailParams,
     fraction: f64,
     stream: u64,
 ) -> Result<FailRow, SimError> {
-    let (mut sim, _) = setup.network(p.nodes, stream)?;
+    fail_run(setup, p, fraction, stream).map(|r| r.row)
+}
+
+/// Builds a network, lets it settle, takes the steady message rate, fails
+/// `fraction` of it at once and measures lookups right away and after repair.
+fn fail_run(
+    setup: &Setup,
+    p: &FailParams,
+    fraction: f64,
+    stream: u64,
+) -> Result<FailRun, SimError> {
+    let (mut sim, build) = setup.network(p.nodes, stream)?;
     let hidden = ProgressBar::hidden();
     let initial = LookupStats::run(&mut sim, p.lookups, &hidden, None);
     // Let the tables settle after the build (proximity maintenance is busy at
@@ -373,6 +401,13 @@ fn fail_one(
     let baseline_rate = (sim.stats.messages - m0) as f64 / p.settle.as_secs_f64();
     let live_before = sim.live().len();
     let before_ids = sim.live_ids().clone();
+    let routing_entries = sim
+        .live()
+        .iter()
+        .filter_map(|&i| sim.overlay(i))
+        .map(|o| o.routing_entries())
+        .sum::<usize>() as f64
+        / live_before.max(1) as f64;
     let mut victims: Vec<u32> = sim.live().to_vec();
     let k = ((p.nodes as f64) * fraction).round() as usize;
     for i in 0..k.min(victims.len()) {
@@ -396,7 +431,7 @@ fn fail_one(
     let repair =
         (sim.stats.messages - m1) as f64 - baseline_rate * live_frac * p.settle.as_secs_f64();
     let after = LookupStats::run(&mut sim, p.lookups, &hidden, None);
-    Ok(FailRow {
+    let row = FailRow {
         nodes: p.nodes,
         fail_fraction: fraction,
         mean_hops_before: before.mean_hops(),
@@ -409,6 +444,14 @@ fn fail_one(
         over_runtime_attempts_pct_before: before.pct(before.over_attempts),
         repair_messages_per_failed_node: repair.max(0.0) / victims.len().max(1) as f64,
         mean_hops_initial: initial.mean_hops(),
+    };
+    Ok(FailRun {
+        row,
+        initial,
+        maintenance: baseline_rate / live_before.max(1) as f64,
+        build,
+        routing_entries,
+        neighbourhood_entries: sim.plugin().neighbourhood_entries(),
     })
 }
 
@@ -493,6 +536,109 @@ pub fn churn(setup: &Setup, p: &ChurnParams) -> Result<Report<ChurnRow>, SimErro
     Ok(Report {
         overlay: setup.overlay.clone(),
         experiment: "churn".into(),
+        results,
+    })
+}
+
+/// One overlay's row of the `compare` experiment.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CompareRow {
+    /// Overlay name.
+    pub overlay: String,
+    /// Network size.
+    pub nodes: usize,
+    /// Lookups per measurement.
+    pub lookups: usize,
+    /// Mean hops per lookup on the stable network.
+    pub mean_hops: f64,
+    /// Most hops of any lookup.
+    pub max_hops: u32,
+    /// The mean the overlay's paper predicts.
+    pub expected_hops: f64,
+    /// Lookups that ended at the key's true root, in %.
+    pub delivered_pct: f64,
+    /// Mean over lookups of route latency / direct latency.
+    pub mean_delay_stretch: f64,
+    /// Mean routing entries per node (routing table / distinct fingers).
+    pub routing_entries: f64,
+    /// Neighbourhood entries per node (leaf set and neighbourhood set /
+    /// successor list and predecessor).
+    pub neighbourhood_entries: usize,
+    /// Routing state per node: the two together.
+    pub routing_state: f64,
+    /// Overlay messages per node per second on the stable network.
+    pub maintenance_msgs_per_node_s: f64,
+    /// Fraction failed at once for the failure columns.
+    pub fail_fraction: f64,
+    /// Lookups failed right after the failures, before any repair, in %.
+    pub failed_pct: f64,
+    /// Of which keys whose root died, in % of lookups.
+    pub failed_root_died_pct: f64,
+    /// Of which others (root alive), in % of lookups.
+    pub failed_other_pct: f64,
+    /// Lookups failed once repair has settled, in %.
+    pub failed_pct_after_repair: f64,
+    #[serde(skip)]
+    /// How the network was built (table only).
+    pub build: &'static str,
+}
+
+/// Parameters of the `compare` experiment.
+#[derive(Clone, Debug)]
+pub struct CompareParams {
+    /// Overlays side by side.
+    pub overlays: Vec<String>,
+    /// Network size.
+    pub nodes: usize,
+    /// Lookups per measurement.
+    pub lookups: usize,
+    /// Fraction failed at once.
+    pub fail_fraction: f64,
+    /// Virtual time of the warm-up, of the steady-state window and of repair.
+    pub window: Duration,
+}
+
+/// Several overlays side by side on networks of the same size, seed and
+/// latency model: hops, delay stretch, routing state, maintenance traffic and
+/// lookups failed right after a fraction of the nodes failed at once.
+pub fn compare(setup: &Setup, p: &CompareParams) -> Result<Report<CompareRow>, SimError> {
+    let mut results = Vec::new();
+    for name in &p.overlays {
+        let mut s = setup.clone();
+        s.overlay.clone_from(name);
+        let fp = FailParams {
+            nodes: p.nodes,
+            fail_fractions: vec![p.fail_fraction],
+            lookups: p.lookups,
+            settle: p.window,
+        };
+        let run = fail_run(&s, &fp, p.fail_fraction, 0)?;
+        let st = &run.initial;
+        let row = &run.row;
+        results.push(CompareRow {
+            overlay: name.clone(),
+            nodes: p.nodes,
+            lookups: st.count as usize,
+            mean_hops: st.mean_hops(),
+            max_hops: st.max,
+            expected_hops: plugin(name, &s.configs)?.expected_hops(p.nodes),
+            delivered_pct: st.delivered_pct(),
+            mean_delay_stretch: st.stretch_sum / st.stretch_n.max(1) as f64,
+            routing_entries: run.routing_entries,
+            neighbourhood_entries: run.neighbourhood_entries,
+            routing_state: run.routing_entries + run.neighbourhood_entries as f64,
+            maintenance_msgs_per_node_s: run.maintenance,
+            fail_fraction: p.fail_fraction,
+            failed_pct: 100.0 - row.delivered_pct_before,
+            failed_root_died_pct: row.failed_root_died_pct_before,
+            failed_other_pct: row.failed_other_pct_before,
+            failed_pct_after_repair: 100.0 - row.delivered_pct_after,
+            build: run.build,
+        });
+    }
+    Ok(Report {
+        overlay: String::new(),
+        experiment: "compare".into(),
         results,
     })
 }

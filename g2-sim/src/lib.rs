@@ -8,8 +8,9 @@
 //! seeded generator, so a run is a function of its seed.
 //!
 //! The experiments ([`experiments::hops`], [`experiments::fail`],
-//! [`experiments::churn`]) reproduce the Pastry and Chord papers' measurements;
-//! the `g2-sim` binary is a thin CLI over them.
+//! [`experiments::churn`]) reproduce the Pastry and Chord papers' measurements
+//! on either overlay (`--overlay pastry|chord`), and [`experiments::compare`]
+//! puts overlays side by side; the `g2-sim` binary is a thin CLI over them.
 //!
 //! ```
 //! use g2_sim::experiments::{hops, Build, HopsParams, Setup};

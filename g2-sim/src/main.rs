@@ -7,9 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use g2_routing_chord::ChordConfig;
 use g2_routing_pastry::PastryConfig;
-use g2_sim::experiments::{self, Build, ChurnParams, FailParams, HopsParams, Report, Setup};
+use g2_sim::experiments::{
+    self, Build, ChurnParams, CompareParams, FailParams, HopsParams, Report, Setup,
+};
 use g2_sim::latency::Topology;
-use g2_sim::output::{self, Plot, Row};
+use g2_sim::output::{self, Row};
 use g2_sim::overlays::OverlayConfigs;
 use g2_sim::{NetworkConfig, SimError};
 use serde::Serialize;
@@ -72,6 +74,27 @@ enum Experiment {
         /// Virtual seconds per rate.
         #[arg(long, default_value_t = 3600)]
         duration_s: u64,
+    },
+    /// Overlays side by side: hops, delay stretch, routing state, maintenance
+    /// traffic, and lookups failed right after a fraction of nodes failed.
+    Compare {
+        #[command(flatten)]
+        common: Common,
+        /// The overlays to compare, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "pastry,chord")]
+        overlays: Vec<String>,
+        /// Network size.
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        /// Lookups per measurement.
+        #[arg(long, default_value_t = 20_000)]
+        lookups: usize,
+        /// Fraction of nodes that fail at once.
+        #[arg(long, default_value_t = 0.1)]
+        fail_fraction: f64,
+        /// Virtual seconds of warm-up, of the steady-state window, and of repair.
+        #[arg(long, default_value_t = 300)]
+        window_s: u64,
     },
 }
 
@@ -173,7 +196,7 @@ impl Common {
     fn emit<R: Row + Serialize>(
         &self,
         report: &Report<R>,
-        plot: impl Fn(&Report<R>) -> Plot,
+        draw: impl Fn(&Report<R>, &std::path::Path) -> Result<(), SimError>,
     ) -> Result<(), SimError> {
         println!("seed {}", self.seed);
         print!("{}", output::table(report));
@@ -181,7 +204,7 @@ impl Common {
             output::write_csv(report, path)?;
         }
         if let Some(path) = &self.svg {
-            output::write_svg(&plot(report), path)?;
+            draw(report, path)?;
         }
         if self.json {
             let json = serde_json::to_string(report)
@@ -200,7 +223,7 @@ fn run(cli: Cli) -> Result<(), SimError> {
             lookups,
         } => {
             let r = experiments::hops(&common.setup(), &HopsParams { nodes, lookups })?;
-            common.emit(&r, output::hops_plot)
+            common.emit(&r, |r, p| output::write_svg(&output::hops_plot(r), p))
         }
         Experiment::Fail {
             common,
@@ -216,7 +239,7 @@ fn run(cli: Cli) -> Result<(), SimError> {
                 settle: Duration::from_secs(settle_s),
             };
             let r = experiments::fail(&common.setup(), &p)?;
-            common.emit(&r, output::fail_plot)
+            common.emit(&r, |r, p| output::write_svg(&output::fail_plot(r), p))
         }
         Experiment::Churn {
             common,
@@ -232,7 +255,27 @@ fn run(cli: Cli) -> Result<(), SimError> {
                 duration: Duration::from_secs(duration_s),
             };
             let r = experiments::churn(&common.setup(), &p)?;
-            common.emit(&r, output::churn_plot)
+            common.emit(&r, |r, p| output::write_svg(&output::churn_plot(r), p))
+        }
+        Experiment::Compare {
+            common,
+            overlays,
+            nodes,
+            lookups,
+            fail_fraction,
+            window_s,
+        } => {
+            let p = CompareParams {
+                overlays,
+                nodes,
+                lookups,
+                fail_fraction,
+                window: Duration::from_secs(window_s),
+            };
+            let r = experiments::compare(&common.setup(), &p)?;
+            common.emit(&r, |r, p| {
+                output::write_bars_svg(&output::compare_bars(r), p)
+            })
         }
     }
 }
@@ -242,7 +285,8 @@ fn main() -> ExitCode {
     let seed = match &cli.experiment {
         Experiment::Hops { common, .. }
         | Experiment::Fail { common, .. }
-        | Experiment::Churn { common, .. } => common.seed,
+        | Experiment::Churn { common, .. }
+        | Experiment::Compare { common, .. } => common.seed,
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::SimError;
-use crate::experiments::{ChurnRow, FailRow, HopsRow, Report};
+use crate::experiments::{ChurnRow, CompareRow, FailRow, HopsRow, Report};
 
 /// A result row that prints as a table row and a CSV line.
 pub trait Row {
@@ -101,6 +101,49 @@ impl Row for ChurnRow {
     }
 }
 
+impl Row for CompareRow {
+    fn header() -> Vec<&'static str> {
+        vec![
+            "overlay",
+            "nodes",
+            "build",
+            "mean_hops",
+            "expected_hops",
+            "max_hops",
+            "delivered_pct",
+            "delay_stretch",
+            "routing_state",
+            "(routing+neighbours)",
+            "maint_msgs_node_s",
+            "fail_fraction",
+            "failed_pct",
+            "failed_root_died_pct",
+            "failed_other_pct",
+            "failed_after_repair_pct",
+        ]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.overlay.clone(),
+            self.nodes.to_string(),
+            self.build.to_owned(),
+            format!("{:.3}", self.mean_hops),
+            format!("{:.2}", self.expected_hops),
+            self.max_hops.to_string(),
+            format!("{:.3}", self.delivered_pct),
+            format!("{:.3}", self.mean_delay_stretch),
+            format!("{:.1}", self.routing_state),
+            format!("{:.1}+{}", self.routing_entries, self.neighbourhood_entries),
+            format!("{:.3}", self.maintenance_msgs_per_node_s),
+            self.fail_fraction.to_string(),
+            format!("{:.3}", self.failed_pct),
+            format!("{:.3}", self.failed_root_died_pct),
+            format!("{:.3}", self.failed_other_pct),
+            format!("{:.3}", self.failed_pct_after_repair),
+        ]
+    }
+}
+
 /// The report as an aligned text table.
 pub fn table<R: Row>(report: &Report<R>) -> String {
     let header = R::header();
@@ -114,7 +157,11 @@ pub fn table<R: Row>(report: &Report<R>) -> String {
                 .unwrap_or(0)
         })
         .collect();
-    let mut out = format!("{} / {}\n", report.overlay, report.experiment);
+    let mut out = if report.overlay.is_empty() {
+        format!("{}\n", report.experiment)
+    } else {
+        format!("{} / {}\n", report.overlay, report.experiment)
+    };
     let line = |cells: Vec<String>| {
         cells
             .iter()
@@ -265,6 +312,93 @@ pub fn write_svg(plot: &Plot, path: &Path) -> Result<(), SimError> {
         .border_style(BLACK)
         .draw()
         .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+/// Bar panels: one per metric, one bar per overlay.
+pub struct Bars {
+    /// Title.
+    pub title: String,
+    /// The bars' names (overlays), in order.
+    pub names: Vec<String>,
+    /// `(metric, one value per name)`.
+    pub panels: Vec<(String, Vec<f64>)>,
+}
+
+/// The bar chart of a `compare` report: a panel per metric.
+pub fn compare_bars(r: &Report<CompareRow>) -> Bars {
+    let col = |f: &dyn Fn(&CompareRow) -> f64| r.results.iter().map(f).collect();
+    let fail = r.results.first().map_or(0.0, |x| x.fail_fraction * 100.0);
+    Bars {
+        title: format!(
+            "overlays side by side ({} nodes)",
+            r.results.first().map_or(0, |x| x.nodes)
+        ),
+        names: r.results.iter().map(|x| x.overlay.clone()).collect(),
+        panels: vec![
+            ("mean hops".into(), col(&|x| x.mean_hops)),
+            ("max hops".into(), col(&|x| f64::from(x.max_hops))),
+            ("delay stretch".into(), col(&|x| x.mean_delay_stretch)),
+            ("routing state per node".into(), col(&|x| x.routing_state)),
+            (
+                "maintenance msgs / node / s".into(),
+                col(&|x| x.maintenance_msgs_per_node_s),
+            ),
+            (
+                format!("failed lookups (%) after {fail}% failed"),
+                col(&|x| x.failed_pct),
+            ),
+        ],
+    }
+}
+
+/// Draws `bars` to an SVG file: a grid of small bar charts.
+pub fn write_bars_svg(bars: &Bars, path: &Path) -> Result<(), SimError> {
+    let err = |e: String| SimError::Output(format!("{}: {e}", path.display()));
+    let cols = 3usize;
+    let rows = bars.panels.len().div_ceil(cols).max(1);
+    let root =
+        SVGBackend::new(path, (300 * cols as u32, 260 * rows as u32 + 40)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let root = root
+        .titled(&bars.title, ("sans-serif", 20))
+        .map_err(|e| err(e.to_string()))?;
+    let colours = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    let n = bars.names.len().max(1);
+    for (area, (metric, values)) in root.split_evenly((rows, cols)).iter().zip(&bars.panels) {
+        let top = values.iter().copied().fold(0.0f64, f64::max);
+        let top = if top > 0.0 { top * 1.2 } else { 1.0 };
+        let mut chart = ChartBuilder::on(area)
+            .caption(metric, ("sans-serif", 14))
+            .margin(10)
+            .x_label_area_size(25)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0.0..n as f64, 0.0..top)
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                let c = colours[i % colours.len()];
+                Rectangle::new([(i as f64 + 0.2, 0.0), (i as f64 + 0.8, v)], c.filled())
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                let name = bars.names.get(i).map_or("", String::as_str);
+                Text::new(
+                    format!("{name} {v:.2}"),
+                    (i as f64 + 0.15, v + top * 0.08),
+                    ("sans-serif", 12),
+                )
+            }))
+            .map_err(|e| err(e.to_string()))?;
+    }
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }

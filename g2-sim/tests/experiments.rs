@@ -247,3 +247,69 @@ fn chord_churn_keeps_most_lookups_working() {
         "seed {seed}: {row:?}"
     );
 }
+
+/// `g2-sim compare --json`: the last line is one JSON object
+/// `{"experiment":"compare","results":[{"overlay":...}, ...]}` with one row per
+/// overlay, in the order asked, and sane values.
+#[test]
+fn compare_prints_one_json_row_per_overlay() {
+    let seed = 22;
+    let svg = std::env::temp_dir().join(format!("g2-sim-compare-{}.svg", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_g2-sim"))
+        .args([
+            "compare",
+            "--overlays",
+            "pastry,chord",
+            "--nodes",
+            "300",
+            "--lookups",
+            "2000",
+            "--window-s",
+            "60",
+            "--build",
+            "direct",
+            "--quiet",
+            "--json",
+            "--seed",
+            &seed.to_string(),
+            "--svg",
+        ])
+        .arg(&svg)
+        .output()
+        .expect("g2-sim runs");
+    assert!(out.status.success(), "seed {seed}: {out:?}");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let last = stdout.lines().last().expect("output");
+    let json: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    assert_eq!(json["experiment"], "compare", "{json}");
+    assert!(json.get("overlay").is_none(), "{json}");
+    let rows = json["results"].as_array().expect("results");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["overlay"].as_str()).collect();
+    assert_eq!(names, ["pastry", "chord"], "{json}");
+    for r in rows {
+        let f = |k: &str| {
+            r[k].as_f64()
+                .unwrap_or_else(|| panic!("seed {seed}: {k} missing in {r}"))
+        };
+        assert_eq!(f("nodes"), 300.0);
+        assert_eq!(f("delivered_pct"), 100.0, "seed {seed}: {r}");
+        let n = 300f64;
+        assert!(f("mean_hops") > 1.0 && f("mean_hops") < n.log2(), "{r}");
+        assert!(f("max_hops") >= f("mean_hops"), "{r}");
+        assert!(f("mean_delay_stretch") >= 1.0, "{r}");
+        assert!(f("routing_state") > f("routing_entries"), "{r}");
+        assert!(f("maintenance_msgs_per_node_s") > 0.0, "{r}");
+        // 10% failed at once: at most the lookups whose root died fail.
+        assert!(f("failed_pct") <= 20.0, "seed {seed}: {r}");
+        assert_eq!(f("failed_other_pct"), 0.0, "seed {seed}: {r}");
+        assert_eq!(f("failed_pct_after_repair"), 0.0, "seed {seed}: {r}");
+    }
+    // Chord has fewer routing entries but no proximity: a larger delay stretch.
+    assert!(rows[1]["mean_delay_stretch"].as_f64() > rows[0]["mean_delay_stretch"].as_f64());
+    let svg_text = std::fs::read_to_string(&svg).expect("SVG written");
+    let _ = std::fs::remove_file(&svg);
+    assert!(
+        svg_text.contains("<svg") && svg_text.contains("chord"),
+        "SVG"
+    );
+}
