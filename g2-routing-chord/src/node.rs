@@ -831,7 +831,22 @@ impl Overlay for ChordNode {
                 Route::Forward(self.closest_preceding(key).unwrap_or(succ).clone())
             }
             Phase::Joining { bootstrap, .. } => Route::Forward(bootstrap.clone()),
-            Phase::Idle | Phase::Left => Route::Local,
+            // Gone: what still reaches this node (the runtime passes requests
+            // on for a grace period) goes on towards the root, never claimed
+            // here. Its own keys went to its successor.
+            Phase::Left => {
+                let Some(succ) = self.successors.first() else {
+                    return Route::Local;
+                };
+                let own = self.owned_from.is_some_and(|from| {
+                    from == self.key || key.in_interval_open_closed(from, self.key)
+                });
+                if own || key.in_interval_open_closed(self.key, succ.id.key()) {
+                    return Route::Forward(succ.clone());
+                }
+                Route::Forward(self.closest_preceding(key).unwrap_or(succ).clone())
+            }
+            Phase::Idle => Route::Local,
         }
     }
 

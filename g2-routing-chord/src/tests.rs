@@ -751,3 +751,196 @@ fn the_last_node_standing_is_root_of_everything() {
     net.grow(5);
     net.assert_converged(200);
 }
+
+/// Whether live node `i` still names `gone` anywhere in its routing state.
+fn names(net: &Net, i: usize, gone: NodeId) -> bool {
+    let n = &net.nodes[i];
+    n.predecessor().is_some_and(|p| p.id == gone)
+        || n.successors().iter().any(|p| p.id == gone)
+        || n.fingers().iter().any(|p| p.id == gone)
+}
+
+/// A graceful leave (issue 4): right after the leave notice, a request that
+/// still reaches the leaver (during the runtime's grace period) is passed on to
+/// the right root rather than claimed there; the leaver is then dropped from
+/// every finger table, successor list and predecessor, without any lookup
+/// reporting it unreachable, and never learnt again from stale state
+/// (stabilisation, fix_fingers, other nodes' lists).
+#[test]
+fn a_departed_node_is_forgotten_everywhere_and_never_learnt_again() {
+    for seed in [31, 32, 33] {
+        let mut net = Net::new(seed, test_config());
+        net.grow(40);
+        net.assert_converged(100);
+        let live = net.live();
+        let x = live[net.rand() as usize % live.len()];
+        let gone = net.nodes[x].local().id;
+        let knew = live
+            .iter()
+            .filter(|&&i| i != x && names(&net, i, gone))
+            .count();
+        assert!(knew > 3, "seed {seed}: the leaver is widely known ({knew})");
+        let now = net.at();
+        net.nodes[x].leave(now);
+        net.pump(x);
+        // Its goodbyes arrive; it still receives (the runtime's grace period).
+        net.run_for(Duration::from_millis(60));
+        let others: Vec<usize> = live.iter().copied().filter(|&i| i != x).collect();
+        let root_without_x = |net: &Net, key: Key| {
+            *others
+                .iter()
+                .min_by_key(|&&i| key.cw_distance(net.key_of(i)))
+                .expect("nodes")
+        };
+        for _ in 0..300 {
+            let key = net.random_key();
+            let want = root_without_x(&net, key);
+            let mut at = others[net.rand() as usize % others.len()];
+            let mut hops = 0;
+            loop {
+                match net.nodes[at].route(key) {
+                    Route::Local => break,
+                    Route::Forward(p) => at = Net::index(&p),
+                }
+                hops += 1;
+                assert!(hops < 64, "seed {seed}: route of {key:?} loops");
+            }
+            assert_eq!(at, want, "seed {seed}: route of {key:?} ended elsewhere");
+        }
+        // Now it is gone for good; nobody reports it, timeouts must do.
+        net.alive[x] = false;
+        let mut last_seen = Duration::ZERO;
+        let start = net.now;
+        while net.now - start < Duration::from_secs(90) {
+            net.run_for(Duration::from_millis(250));
+            if others.iter().any(|&i| names(&net, i, gone)) {
+                last_seen = net.now - start;
+            }
+        }
+        // Stale successor lists drain within r stabilisation rounds (10 × 0.5 s
+        // here, also how long the leaver is remembered as gone): named later,
+        // it was learnt again.
+        assert!(
+            last_seen < Duration::from_secs(5),
+            "seed {seed}: a live node still named the leaver {last_seen:?} after it left"
+        );
+        net.assert_converged(200);
+    }
+}
+
+/// A request on its way, as the runtime routes it: one hop per link latency.
+struct Request {
+    key: Key,
+    at: usize,
+    ready: Duration,
+    hops: usize,
+}
+
+/// Graceful leaves under load (issue 4, the migration suite's scenario): of ten
+/// nodes, four leave one after another while requests keep being routed hop by
+/// hop, with the same latencies as overlay messages; a leaver still receives
+/// for a grace period, then is gone (sending to it fails and is reported).
+/// Every request must end at the key's root among the nodes that have not left
+/// (or at a leaver's successor, which took its keys) within the runtime's 64
+/// hops: no request may loop while the leave notices are on their way.
+#[test]
+fn requests_under_graceful_leaves_reach_the_root_without_looping() {
+    for seed in 41..=48 {
+        let cfg = ChordConfig {
+            successor_list_len: 16,
+            stabilize_period: Duration::from_secs(5),
+            fix_fingers_period: Duration::from_secs(5),
+            check_predecessor_period: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        };
+        let mut net = Net::new(seed, cfg);
+        net.grow(10);
+        net.assert_converged(100);
+        let leavers: Vec<usize> = net.live()[6..].to_vec();
+        let mut left: Vec<usize> = Vec::new();
+        let mut requests: Vec<Request> = Vec::new();
+        let grace = Duration::from_millis(50);
+        let mut stop_at: Vec<(usize, Duration)> = Vec::new();
+        let mut next_leave = net.now + Duration::from_millis(30);
+        let end = net.now + Duration::from_secs(3);
+        let mut done = 0;
+        while net.now < end {
+            // New requests from the first two nodes, a few per millisecond.
+            for src in [0usize, 1] {
+                let key = net.random_key();
+                let ready = net.now;
+                requests.push(Request {
+                    key,
+                    at: src,
+                    ready,
+                    hops: 0,
+                });
+            }
+            if net.now >= next_leave && left.len() < leavers.len() {
+                let x = leavers[left.len()];
+                let now = net.at();
+                net.nodes[x].leave(now);
+                net.pump(x);
+                left.push(x);
+                stop_at.push((x, net.now + grace));
+                next_leave = net.now + grace + Duration::from_millis(30);
+            }
+            for &(x, t) in &stop_at {
+                if net.now >= t {
+                    net.alive[x] = false;
+                }
+            }
+            let mut i = 0;
+            while i < requests.len() {
+                if requests[i].ready > net.now {
+                    i += 1;
+                    continue;
+                }
+                let Request { key, at, hops, .. } = requests[i];
+                match net.nodes[at].route(key) {
+                    Route::Local => {
+                        let r = requests.swap_remove(i);
+                        let root = *net
+                            .live()
+                            .iter()
+                            .filter(|n| !left.contains(n))
+                            .min_by_key(|&&n| key.cw_distance(net.key_of(n)))
+                            .expect("nodes");
+                        assert!(
+                            !left.contains(&at),
+                            "seed {seed}: node {at} claimed {key:?} after leaving"
+                        );
+                        assert_eq!(
+                            at, root,
+                            "seed {seed}: {key:?} ended at {at} ({} hops)",
+                            r.hops
+                        );
+                        done += 1;
+                        continue;
+                    }
+                    Route::Forward(p) => {
+                        let next = Net::index(&p);
+                        if net.alive[next] {
+                            requests[i].at = next;
+                            requests[i].hops = hops + 1;
+                            requests[i].ready = net.now + Net::latency(at, next);
+                            assert!(
+                                hops < 64,
+                                "seed {seed}: request for {key:?} loops (at {at}, left {left:?})"
+                            );
+                        } else {
+                            let now = net.at();
+                            net.nodes[at].peer_unreachable(now, p.id);
+                            net.pump(at);
+                        }
+                    }
+                }
+                i += 1;
+            }
+            net.run_for(Duration::from_millis(1));
+        }
+        assert!(done > 1000, "seed {seed}: {done} requests done");
+        net.run_for(Duration::from_secs(2));
+        net.assert_converged(200);
+    }
+}
