@@ -4,13 +4,20 @@
 //!
 //! Hook points, in the order the runtime calls them for one object:
 //!
-//! 1. [`FaultPolicy::on_activate`] when the object is created (first checkpoint);
-//! 2. for each incoming call, [`FaultPolicy::before_call`] (run it, answer it from
-//!    a cache, or drop a duplicate), then [`FaultPolicy::after_call`] with the
-//!    result, which says whether to [`FaultPolicy::checkpoint`] now;
+//! 1. [`FaultPolicy::on_activate`] when the object is created or migrates in
+//!    (first checkpoint);
+//! 2. for each incoming call, [`FaultPolicy::on_arrival`] as it reaches the node,
+//!    before it is queued and before a one-way caller is told it was accepted (log
+//!    it, answer a duplicate from the kept results, or drop a duplicate one-way
+//!    call); then, when its turn comes, [`FaultPolicy::before_call`] (run it, or
+//!    answer a duplicate that queued behind its original), and after a call that
+//!    ran, [`FaultPolicy::after_call`] with the result, which says whether to
+//!    [`FaultPolicy::checkpoint`] now;
 //! 3. for each call the object makes, [`FaultPolicy::before_outgoing`] (send it, or
 //!    during replay answer it from the log) and [`FaultPolicy::after_outgoing`];
-//! 4. [`FaultPolicy::recover`] to rebuild an object (checkpoint + calls to replay);
+//! 4. when a node starts, [`FaultPolicy::held_objects`] and
+//!    [`FaultPolicy::recover`] for each (checkpoint + calls to replay); replayed
+//!    calls then go through `before_call`/`after_call` like any other;
 //! 5. [`FaultPolicy::on_departed`] when the object migrates away.
 //!
 //! The policy is chosen by the client per run and travels with each object: a
@@ -59,8 +66,9 @@ pub enum Admission {
     /// Run it.
     Run,
     /// It already ran: answer with this stored result, do not run it again.
-    Answer(Vec<u8>),
-    /// A duplicate of a call that is still running: drop it.
+    Answer(Result<Vec<u8>, RemoteError>),
+    /// A duplicate of a one-way call already accepted: acknowledge it, do not
+    /// queue it again.
     Drop,
 }
 
@@ -111,14 +119,23 @@ pub enum PolicyError {
 pub trait FaultPolicy: Send + Sync + 'static {
     /// The policy's name, carried by every object that uses it.
     fn name(&self) -> String;
-    /// A new object (or one that migrated in) with its initial state.
+    /// A new object (or one that migrated in) with its initial state and its
+    /// outgoing-call counter.
     async fn on_activate(
         &self,
         object: ObjectId,
         type_name: &str,
         state: &[u8],
+        next_call_seq: u64,
     ) -> Result<(), PolicyError>;
-    /// Before an incoming call runs.
+    /// A call reached the object's node; calls to one object arrive here in the
+    /// order they will run. An error refuses the call (the caller may retry).
+    async fn on_arrival(
+        &self,
+        object: ObjectId,
+        call: &IncomingCall,
+    ) -> Result<Admission, PolicyError>;
+    /// Before an incoming call runs (its turn has come).
     async fn before_call(
         &self,
         object: ObjectId,
@@ -129,7 +146,7 @@ pub trait FaultPolicy: Send + Sync + 'static {
         &self,
         object: ObjectId,
         call: &IncomingCall,
-        result: &[u8],
+        result: &Result<Vec<u8>, RemoteError>,
     ) -> Result<bool, PolicyError>;
     /// Stores a checkpoint of `state`, with the object's outgoing-call counter.
     async fn checkpoint(
@@ -152,6 +169,9 @@ pub trait FaultPolicy: Send + Sync + 'static {
         call_id: CallId,
         result: &Result<Vec<u8>, RemoteError>,
     ) -> Result<(), PolicyError>;
+    /// The objects this policy kept records of on this node (after a restart:
+    /// the ones to recover).
+    async fn held_objects(&self) -> Result<Vec<ObjectId>, PolicyError>;
     /// Rebuilds `object` from what the policy kept, if it kept anything.
     async fn recover(&self, object: ObjectId) -> Result<Option<Recovery>, PolicyError>;
     /// The object left this node (migrated away); its records here may go.

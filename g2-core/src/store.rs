@@ -68,6 +68,15 @@ pub enum BatchOp {
         /// The prefix.
         prefix: Vec<u8>,
     },
+    /// Remove every key `k` with `from <= k < to`.
+    DeleteRange {
+        /// The space.
+        space: Space,
+        /// The first key removed.
+        from: Vec<u8>,
+        /// The first key kept.
+        to: Vec<u8>,
+    },
 }
 
 /// Writes applied all together or not at all.
@@ -75,12 +84,27 @@ pub enum BatchOp {
 pub struct WriteBatch {
     /// The writes, in order.
     pub ops: Vec<BatchOp>,
+    /// Whether the write must reach stable storage (fsync) before it returns, so
+    /// that it survives a machine crash or power loss. Without it a durable store
+    /// still survives the process being killed (the write is in its log).
+    pub sync: bool,
 }
 
 impl WriteBatch {
     /// An empty batch.
     pub fn new() -> Self {
         Self::default()
+    }
+    /// An empty batch that is synced to stable storage when written.
+    pub fn synced() -> Self {
+        Self {
+            ops: Vec::new(),
+            sync: true,
+        }
+    }
+    /// Whether the batch has no writes.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
     }
     /// Adds a put.
     pub fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
@@ -95,6 +119,14 @@ impl WriteBatch {
         self.ops.push(BatchOp::Delete {
             space,
             key: key.into(),
+        });
+    }
+    /// Adds a range delete: every key `k` with `from <= k < to`.
+    pub fn delete_range(&mut self, space: Space, from: impl Into<Vec<u8>>, to: impl Into<Vec<u8>>) {
+        self.ops.push(BatchOp::DeleteRange {
+            space,
+            from: from.into(),
+            to: to.into(),
         });
     }
     /// Adds a prefix delete.
@@ -194,6 +226,9 @@ impl Store for MemStore {
                 BatchOp::DeletePrefix { space, prefix } => {
                     next.retain(|(s, k), _| !(*s == space && k.starts_with(&prefix)));
                 }
+                BatchOp::DeleteRange { space, from, to } => {
+                    next.retain(|(s, k), _| !(*s == space && *k >= from && *k < to));
+                }
             }
         }
         *data = next;
@@ -239,5 +274,19 @@ mod tests {
         assert_eq!(s.scan_prefix(Space::Log, b"").unwrap().len(), 1);
         s.delete(Space::Checkpoints, b"obj1").unwrap();
         assert_eq!(s.get(Space::Checkpoints, b"obj1").unwrap(), None);
+
+        let mut b = WriteBatch::new();
+        for k in [b"a1", b"a2", b"a3", b"b1"] {
+            b.put(Space::Results, k.to_vec(), b"x".to_vec());
+        }
+        b.delete_range(Space::Results, b"a2".to_vec(), b"b1".to_vec());
+        s.write(b).unwrap();
+        let keys: Vec<_> = s
+            .scan_prefix(Space::Results, b"")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![b"a1".to_vec(), b"b1".to_vec()]);
     }
 }

@@ -119,6 +119,12 @@ impl Overlay for FullMembershipOverlay {
         self.local.clone()
     }
     fn join(&mut self, now: Instant, _bootstrap: Option<Peer>) {
+        // a node that restarts with its old id is no longer failed
+        self.directory
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.local.id);
         self.directory
             .lock()
             .insert(self.local.id, self.local.clone());
@@ -160,6 +166,8 @@ impl Overlay for FullMembershipOverlay {
                 .iter()
                 .copied()
                 .collect();
+            // a failed node that came back may fail again
+            self.reported.retain(|id| failed.contains(id));
             for gone in failed {
                 if gone != self.local.id && self.reported.insert(gone) {
                     self.events.push_back(OverlayEvent::PeerFailed(gone));

@@ -137,6 +137,17 @@ pub enum RemoteError {
     /// The object existed but its node failed and the run's policy cannot recover it.
     #[error("object {0} was lost with its volunteer")]
     ObjectLost(ObjectId),
+    /// The object's volunteer is down, and the object's policy keeps it for
+    /// when the volunteer returns: retry later.
+    #[error(
+        "object {object} is unavailable: its volunteer {host} is down (the object is kept, retry)"
+    )]
+    Unavailable {
+        /// The object.
+        object: ObjectId,
+        /// The volunteer that hosts it.
+        host: NodeId,
+    },
     /// The node has no type of that name registered.
     #[error("unknown object type {type_name:?} on node {node}")]
     UnknownType {

@@ -29,8 +29,11 @@ impl FaultPolicy for NoFaultTolerance {
     fn name(&self) -> String {
         POLICY_NONE.to_string()
     }
-    async fn on_activate(&self, _: ObjectId, _: &str, _: &[u8]) -> Result<(), PolicyError> {
+    async fn on_activate(&self, _: ObjectId, _: &str, _: &[u8], _: u64) -> Result<(), PolicyError> {
         Ok(())
+    }
+    async fn on_arrival(&self, _: ObjectId, _: &IncomingCall) -> Result<Admission, PolicyError> {
+        Ok(Admission::Run)
     }
     async fn before_call(&self, _: ObjectId, _: &IncomingCall) -> Result<Admission, PolicyError> {
         Ok(Admission::Run)
@@ -39,7 +42,7 @@ impl FaultPolicy for NoFaultTolerance {
         &self,
         _: ObjectId,
         _: &IncomingCall,
-        _: &[u8],
+        _: &Result<Vec<u8>, RemoteError>,
     ) -> Result<bool, PolicyError> {
         Ok(false)
     }
@@ -60,6 +63,9 @@ impl FaultPolicy for NoFaultTolerance {
         _: &Result<Vec<u8>, RemoteError>,
     ) -> Result<(), PolicyError> {
         Ok(())
+    }
+    async fn held_objects(&self) -> Result<Vec<ObjectId>, PolicyError> {
+        Ok(Vec::new())
     }
     async fn recover(&self, _: ObjectId) -> Result<Option<Recovery>, PolicyError> {
         Ok(None)

@@ -107,6 +107,26 @@ impl MemNetwork {
         }
     }
 
+    /// A new endpoint for a node that restarts with its old id and address (its
+    /// previous endpoint, if still there, is replaced).
+    pub fn endpoint_at(&self, peer: Peer) -> MemTransport {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut st = self.lock();
+        st.killed.remove(&peer.id);
+        st.endpoints.insert(
+            peer.addr.clone(),
+            Endpoint {
+                id: peer.id,
+                inbox: tx,
+            },
+        );
+        MemTransport {
+            net: self.clone(),
+            me: peer,
+            inbox: tokio::sync::Mutex::new(rx),
+        }
+    }
+
     /// Kills a node: its endpoint stops receiving, pending receives end, and
     /// sending to it fails as unreachable.
     pub fn kill(&self, id: NodeId) {

@@ -548,6 +548,19 @@ impl Inner {
         send
     }
 
+    /// Keeps a connection the peer opened as the one to send on: a peer that
+    /// dials in again may have restarted (same key, same address), and the old
+    /// connection then leads nowhere until it times out.
+    fn register_accepted(&self, id: NodeId, conn: quinn::Connection) {
+        lock(&self.conns).insert(
+            id,
+            Conn {
+                conn,
+                send: Arc::new(tokio::sync::Mutex::new(None)),
+            },
+        );
+    }
+
     fn drop_peer(&self, id: NodeId, reason: &str) {
         if let Some(c) = lock(&self.conns).remove(&id) {
             c.conn.close(CLOSE_MISBEHAVING.into(), reason.as_bytes());
@@ -591,7 +604,7 @@ async fn accept_loop(inner: std::sync::Weak<Inner>, endpoint: quinn::Endpoint) {
             let Some(strong) = inner.upgrade() else {
                 return;
             };
-            strong.register(id, conn.clone());
+            strong.register_accepted(id, conn.clone());
             drop(strong);
             read_connection(inner, conn, id).await;
         });

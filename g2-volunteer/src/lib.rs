@@ -21,6 +21,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use g2::quic::{NodeKey, QuicConfig, QuicTransport};
@@ -66,6 +67,14 @@ pub struct VolunteerArgs {
     /// (default 30000); its objects are then recovered or reported lost.
     #[arg(long)]
     pub failure_timeout_ms: Option<u64>,
+    /// Under local fault tolerance, checkpoint each object after this many calls
+    /// (default 100).
+    #[arg(long)]
+    pub checkpoint_every: Option<u32>,
+    /// ... or at its first call this many milliseconds after its last
+    /// checkpoint (default 10000).
+    #[arg(long)]
+    pub checkpoint_every_ms: Option<u64>,
     /// A TOML file with the same keys (`network = "..."`, `listen = "..."`, ...).
     #[arg(long)]
     #[serde(skip)]
@@ -89,6 +98,10 @@ pub struct VolunteerConfig {
     pub heartbeat: Duration,
     /// Failure-detection timeout.
     pub failure_timeout: Duration,
+    /// Checkpoint every this many calls (local fault tolerance).
+    pub checkpoint_every_calls: u32,
+    /// ... or this often.
+    pub checkpoint_every: Duration,
 }
 
 /// Why a volunteer could not start or stop cleanly.
@@ -103,6 +116,9 @@ pub enum VolunteerError {
     /// The node could not join.
     #[error("joining the network: {0}")]
     Join(#[from] g2::BuildError),
+    /// The store in the data dir could not be opened (nothing in it was changed).
+    #[error("opening the store: {0}")]
+    Store(#[from] g2::rocksdb::OpenError),
     /// Some objects could not migrate on leaving.
     #[error(transparent)]
     Leave(#[from] g2::LeaveError),
@@ -152,6 +168,16 @@ impl VolunteerConfig {
             routing: args.routing.or(file.routing).unwrap_or(Routing::Pastry),
             heartbeat: Duration::from_millis(heartbeat_ms),
             failure_timeout: Duration::from_millis(failure_timeout_ms),
+            checkpoint_every_calls: args
+                .checkpoint_every
+                .or(file.checkpoint_every)
+                .unwrap_or(100)
+                .max(1),
+            checkpoint_every: Duration::from_millis(
+                args.checkpoint_every_ms
+                    .or(file.checkpoint_every_ms)
+                    .unwrap_or(10_000),
+            ),
         })
     }
 }
@@ -211,8 +237,11 @@ pub struct Volunteer {
 
 impl Volunteer {
     /// Starts the QUIC endpoint with the key in the data dir (created on first
-    /// use), joins the network, and answers `g2 status` queries. `register` adds
-    /// the application's types to the node builder.
+    /// use), opens the store in `<data dir>/store` (RocksDB) and recovers the
+    /// objects kept there by local fault tolerance, joins the network, and
+    /// answers `g2 status` queries. `register` adds the application's types to
+    /// the node builder. The volunteer serves objects under `none`, `local` and
+    /// `local-machine`, whichever their run chose.
     pub async fn start(
         cfg: &VolunteerConfig,
         register: impl FnOnce(ReadyBuilder) -> ReadyBuilder,
@@ -221,10 +250,26 @@ impl Volunteer {
         let transport =
             QuicTransport::bind(QuicConfig::new(cfg.network.clone(), cfg.listen, key)).await?;
         let overlay = overlay(cfg.routing, cfg.heartbeat, cfg.failure_timeout)?;
+        let store: Arc<dyn g2::Store> =
+            Arc::new(g2::rocksdb::RocksStore::open(cfg.data_dir.join("store"))?);
+        let local = |durability| {
+            g2::local::LocalPolicy::new(
+                store.clone(),
+                g2::local::LocalConfig {
+                    checkpoint_every_calls: cfg.checkpoint_every_calls,
+                    checkpoint_every: cfg.checkpoint_every,
+                    durability,
+                    ..g2::local::LocalConfig::default()
+                },
+            )
+        };
         let mut builder = Node::builder()
             .network(cfg.network.clone())
             .overlay(overlay)
             .transport(transport.clone())
+            .shared_store(store.clone())
+            .serve_policy(local(g2::local::Durability::Process))
+            .serve_policy(local(g2::local::Durability::Machine))
             .join_timeout(Duration::from_secs(30));
         if let Some(b) = cfg.bootstrap {
             builder = builder.bootstrap(NodeAddr::new(b.to_string()));

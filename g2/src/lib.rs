@@ -66,6 +66,19 @@ pub use g2_macros::remote;
 /// Scenario 1 of the paper: graceful migration only.
 pub use g2_ft_none::NoFaultTolerance;
 
+/// Scenario 2 of the paper: local checkpoints and message logs, replayed after
+/// a volunteer restarts.
+#[cfg(feature = "ft-local")]
+pub mod local {
+    pub use g2_ft_local::*;
+}
+
+/// The durable RocksDB store.
+#[cfg(feature = "rocksdb")]
+pub mod rocksdb {
+    pub use g2_store_rocksdb::*;
+}
+
 /// The in-process transport with fault injection.
 #[cfg(feature = "mem")]
 pub mod mem {

@@ -27,6 +27,19 @@ pub enum CallError {
     /// The object's volunteer failed and the run's policy cannot recover it.
     #[error("object {0} was lost with its volunteer")]
     ObjectLost(ObjectId),
+    /// The object's volunteer is down and its policy keeps the object for its
+    /// return; the call was retried until its deadline.
+    #[error(
+        "object {object} is unavailable: its volunteer {host} is down and did not return within {after:?}"
+    )]
+    Unavailable {
+        /// The object.
+        object: ObjectId,
+        /// The volunteer that hosts it.
+        host: crate::id::NodeId,
+        /// How long the call kept retrying.
+        after: Duration,
+    },
     /// No route to the object's node.
     #[error("object {target} is unreachable: {reason}")]
     Unreachable {
@@ -78,6 +91,11 @@ impl From<RemoteError> for CallError {
         match e {
             RemoteError::ObjectNotFound(id) => CallError::ObjectNotFound(id),
             RemoteError::ObjectLost(id) => CallError::ObjectLost(id),
+            RemoteError::Unavailable { object, host } => CallError::Unavailable {
+                object,
+                host,
+                after: Duration::ZERO,
+            },
             RemoteError::NoRoute { target, reason } => CallError::Unreachable { target, reason },
             e @ RemoteError::TooManyHops { target, .. } => CallError::Unreachable {
                 target,

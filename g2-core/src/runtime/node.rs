@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span, trace, warn};
 
@@ -35,6 +35,11 @@ const PLACEMENT_CHECK: Duration = Duration::from_secs(1);
 const LEAVE_GRACE: Duration = Duration::from_millis(200);
 /// Entries kept in the sender-side location cache before it is cleared.
 const LOCATION_CACHE_LIMIT: usize = 100_000;
+/// Under a fault-tolerance policy, a call without a reply after this long is
+/// sent again with the same call id (the receiver answers a duplicate from its
+/// kept results); the wait doubles up to [`RESEND_MAX`].
+const RESEND_AFTER: Duration = Duration::from_secs(1);
+const RESEND_MAX: Duration = Duration::from_secs(8);
 
 /// Counters a node keeps about its work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,8 +71,8 @@ struct Counters {
 }
 
 struct Invocation {
-    origin: Peer,
-    request_id: u64,
+    /// Who waits for the reply (none for a call replayed after a restart).
+    origin: Option<(Peer, u64)>,
     call: IncomingCall,
 }
 
@@ -98,6 +103,9 @@ struct ObjectSlot {
     inbox: mpsc::UnboundedSender<InboxMsg>,
     type_name: &'static str,
     policy: String,
+    /// The policy object, with the lock that keeps "log the arrival, then queue
+    /// the call" atomic, so that calls run in the order they were logged.
+    arrival: Option<(Arc<dyn FaultPolicy>, Arc<tokio::sync::Mutex<()>>)>,
     migrating: bool,
     task: JoinHandle<()>,
 }
@@ -136,6 +144,8 @@ struct Pending {
 enum Placement {
     /// Its host failed.
     Lost,
+    /// Its host is down, and the object's policy keeps it for the host's return.
+    Unavailable(NodeId),
     /// It lives there.
     At(Peer),
 }
@@ -189,6 +199,11 @@ pub(crate) struct NodeInner {
     placements: Mutex<HashMap<ObjectId, crate::wire::Placement>>,
     /// Peers the overlay declared failed (their objects are lost under `none`).
     failed: Mutex<std::collections::HashSet<NodeId>>,
+    /// Objects this node should host but could not recover (corrupt records).
+    lost: Mutex<std::collections::HashSet<ObjectId>>,
+    /// Turns true once the node has joined: objects recovered at start run
+    /// their replay only then.
+    ready: watch::Sender<bool>,
     stopped: AtomicBool,
     started: Instant,
     receiver: Mutex<Option<JoinHandle<()>>>,
@@ -251,12 +266,17 @@ impl Node {
             leaving: AtomicBool::new(false),
             placements: Mutex::new(HashMap::new()),
             failed: Mutex::new(std::collections::HashSet::new()),
+            lost: Mutex::new(std::collections::HashSet::new()),
+            ready: watch::channel(false).0,
             stopped: AtomicBool::new(false),
             started: Instant::now(),
             receiver: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         });
         let node = Node { inner };
+        // objects kept by a fault-tolerance policy from this node's last run are
+        // hosted again before anything arrives; they replay once joined
+        node.inner.recover_objects().await;
         let span = info_span!("node", id = %me.id);
         let recv = tokio::spawn(
             receive_loop(Arc::downgrade(&node.inner), node.inner.transport.clone())
@@ -294,6 +314,10 @@ impl Node {
             }
         }
         tracing::info!(node = %me.id, addr = %me.addr, overlay = node.inner.overlay_name, "node joined network {}", node.inner.network);
+        node.inner.ready.send_replace(true);
+        if !lock(&node.inner.objects).is_empty() {
+            node.inner.publish_placements(None).await;
+        }
         Ok(node)
     }
 
@@ -421,7 +445,10 @@ impl Node {
             init,
             policy: self.inner.run_policy.clone(),
         };
-        self.request(id, kind, "create", None).await.map(|_| ())
+        let resend = self.inner.run_policy != crate::fault::POLICY_NONE;
+        self.request(id, kind, "create", None, resend)
+            .await
+            .map(|_| ())
     }
 
     /// Calls `method` on object `target` with encoded `args`; the building block of
@@ -465,7 +492,11 @@ impl Node {
             call_id,
             oneway,
         };
-        let result = self.request(target, kind, method, timeout).await;
+        // under a fault-tolerance policy the receiver suppresses duplicates, so a
+        // call whose reply is overdue may be sent again
+        let resend = policy.is_some()
+            || (ctx.is_none() && self.inner.run_policy != crate::fault::POLICY_NONE);
+        let result = self.request(target, kind, method, timeout, resend).await;
         if let (Some(c), Some(p)) = (&ctx, &policy) {
             let logged = match &result {
                 Ok(v) => Ok(v.clone()),
@@ -484,30 +515,46 @@ impl Node {
     /// Sends a request and waits for its result. A request that provably was not
     /// delivered (no route, or dropped in a routing loop while the overlay
     /// repairs itself) is sent again after a short pause, within the deadline:
-    /// it never ran, so nothing runs twice.
+    /// it never ran, so nothing runs twice. An object whose volunteer is down
+    /// but kept by its policy is asked again the same way.
+    ///
+    /// With `resend` (the receiver suppresses duplicates by call id), a request
+    /// whose reply is overdue is also sent again: a volunteer that crashed with
+    /// the call in hand replays it, and answers the resent copy from its results.
     async fn request(
         &self,
         target: ObjectId,
         kind: RequestKind,
         what: &str,
         timeout: Option<Duration>,
+        resend: bool,
     ) -> Result<Vec<u8>, CallError> {
         let budget = timeout.unwrap_or(self.inner.call_timeout);
         let deadline = tokio::time::Instant::now() + budget;
         let mut pause = Duration::from_millis(25);
+        let mut patience = RESEND_AFTER;
+        let mut sent_before = false;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = if resend { left.min(patience) } else { left };
             let result = self
                 .inner
-                .request(target, kind.clone(), what, Some(left), None)
+                .request(target, kind.clone(), what, Some(attempt), None)
                 .await;
+            let stopped = self.inner.stopped.load(Ordering::Acquire);
             match result {
-                Err(CallError::Unreachable { .. })
-                    if tokio::time::Instant::now() + pause < deadline
-                        && !self.inner.stopped.load(Ordering::Acquire) =>
+                Err(CallError::Unreachable { .. } | CallError::Unavailable { .. })
+                    if tokio::time::Instant::now() + pause < deadline && !stopped =>
                 {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(400));
+                }
+                Err(CallError::Timeout { .. })
+                    if resend && tokio::time::Instant::now() < deadline && !stopped =>
+                {
+                    debug!(%target, what, "no reply within {patience:?}; sending again");
+                    patience = (patience * 2).min(RESEND_MAX);
+                    sent_before = true;
                 }
                 Err(CallError::Timeout { target, method, .. }) => {
                     return Err(CallError::Timeout {
@@ -515,6 +562,19 @@ impl Node {
                         method,
                         after: budget,
                     });
+                }
+                Err(CallError::Unavailable { object, host, .. }) => {
+                    return Err(CallError::Unavailable {
+                        object,
+                        host,
+                        after: budget,
+                    });
+                }
+                // a create resent after a lost reply finds its own object
+                Err(CallError::Remote(RemoteError::AlreadyExists(_)))
+                    if sent_before && matches!(kind, RequestKind::Create { .. }) =>
+                {
+                    return Ok(Vec::new());
                 }
                 other => return other,
             }
@@ -782,6 +842,13 @@ impl NodeInner {
                             let err = RemoteError::ObjectLost(req.target);
                             self.reply(&req.origin, req.id, Err(err)).await;
                         }
+                        Some(Placement::Unavailable(host)) => {
+                            let err = RemoteError::Unavailable {
+                                object: req.target,
+                                host,
+                            };
+                            self.reply(&req.origin, req.id, Err(err)).await;
+                        }
                         Some(Placement::At(host)) => self.forward_to_recorded_host(req, host).await,
                         None => self.deliver_local(req).await,
                     }
@@ -879,20 +946,55 @@ impl NodeInner {
                 call_id,
                 oneway,
             } => {
+                let target = req.target;
+                let call = IncomingCall {
+                    call_id,
+                    method,
+                    args,
+                    oneway,
+                };
+                let arrival = lock(&self.objects)
+                    .get(&target)
+                    .and_then(|slot| slot.arrival.clone());
+                // under a policy: log the arrival, then queue, as one step
+                let _turn = match &arrival {
+                    Some((policy, order)) => {
+                        let turn = order.clone().lock_owned().await;
+                        match policy.on_arrival(target, &call).await {
+                            Ok(Admission::Run) => Some(turn),
+                            Ok(Admission::Answer(outcome)) => {
+                                let outcome = if oneway { Ok(Vec::new()) } else { outcome };
+                                self.reply(&req.origin, req.id, outcome).await;
+                                return;
+                            }
+                            Ok(Admission::Drop) => {
+                                if oneway {
+                                    self.reply(&req.origin, req.id, Ok(Vec::new())).await;
+                                }
+                                return;
+                            }
+                            Err(e) => {
+                                warn!(object = %target, call = %call_id, "fault policy could not log an arriving call: {e}");
+                                let err = RemoteError::PolicyRefused {
+                                    policy: policy.name(),
+                                    node: self.me.id,
+                                    reason: e.to_string(),
+                                };
+                                self.reply(&req.origin, req.id, Err(err)).await;
+                                return;
+                            }
+                        }
+                    }
+                    None => None,
+                };
                 let inv = Invocation {
-                    origin: req.origin.clone(),
-                    request_id: req.id,
-                    call: IncomingCall {
-                        call_id,
-                        method,
-                        args,
-                        oneway,
-                    },
+                    origin: Some((req.origin.clone(), req.id)),
+                    call,
                 };
                 let sent = {
                     let objects = lock(&self.objects);
                     objects
-                        .get(&req.target)
+                        .get(&target)
                         .map(|slot| slot.inbox.send(InboxMsg::Call(inv)).is_ok())
                 };
                 match sent {
@@ -902,12 +1004,12 @@ impl NodeInner {
                     }
                     Some(true) => {}
                     Some(false) | None => {
-                        self.reply(
-                            &req.origin,
-                            req.id,
-                            Err(RemoteError::ObjectNotFound(req.target)),
-                        )
-                        .await;
+                        let err = if lock(&self.lost).contains(&target) {
+                            RemoteError::ObjectLost(target)
+                        } else {
+                            RemoteError::ObjectNotFound(target)
+                        };
+                        self.reply(&req.origin, req.id, Err(err)).await;
                     }
                 }
             }
@@ -941,15 +1043,15 @@ impl NodeInner {
                 what: format!("state of {type_name}"),
                 reason,
             })?;
-            p.on_activate(id, type_name, &state)
-                .await
-                .map_err(|e| RemoteError::PolicyRefused {
+            p.on_activate(id, type_name, &state, 0).await.map_err(|e| {
+                RemoteError::PolicyRefused {
                     policy: policy_name.to_string(),
                     node: self.me.id,
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
         }
-        self.host(id, entry, obj, policy, policy_name, 0);
+        self.host(id, entry, obj, policy, policy_name, 0, Vec::new(), false);
         debug!(object = %id, r#type = type_name, "activated object");
         self.publish_placements(Some(id)).await;
         Ok(())
@@ -988,7 +1090,7 @@ impl NodeInner {
             reason,
         })?;
         if let Some(p) = &policy {
-            p.on_activate(id, type_name, state)
+            p.on_activate(id, type_name, state, next_call_seq)
                 .await
                 .map_err(|e| RemoteError::PolicyRefused {
                     policy: policy_name.to_string(),
@@ -997,7 +1099,16 @@ impl NodeInner {
                 })?;
         }
         lock(&self.moved).remove(&id);
-        self.host(id, entry, obj, policy, policy_name, next_call_seq);
+        self.host(
+            id,
+            entry,
+            obj,
+            policy,
+            policy_name,
+            next_call_seq,
+            Vec::new(),
+            false,
+        );
         self.counters.migrations_in.fetch_add(1, Ordering::Relaxed);
         debug!(object = %id, r#type = type_name, "object migrated in");
         self.publish_placements(Some(id)).await;
@@ -1018,23 +1129,38 @@ impl NodeInner {
             return None;
         }
         if lock(&self.failed).contains(&record.host.id) {
-            return Some(Placement::Lost);
+            if record.policy == crate::fault::POLICY_NONE {
+                return Some(Placement::Lost);
+            }
+            return Some(Placement::Unavailable(record.host.id));
         }
         Some(Placement::At(record.host))
     }
 
     /// Passes a call on to the host its placement record names (views of the
-    /// ring can briefly disagree); an unreachable host means the object is lost.
+    /// ring can briefly disagree); an unreachable host means the object is lost,
+    /// or under a policy that keeps objects, unavailable until the host returns.
     async fn forward_to_recorded_host(self: &Arc<Self>, mut req: Request, host: Peer) {
         req.via_record = true;
         req.hops += 1;
         if let Err(e) = self.send_frame(&host, Body::Request(req.clone())).await {
-            debug!(object = %req.target, host = %host, "recorded host unreachable ({e}): object lost");
+            let target = req.target;
+            let kept = lock(&self.placements)
+                .get(&target)
+                .is_some_and(|r| r.policy != crate::fault::POLICY_NONE);
             lock(&self.failed).insert(host.id);
             self.peer_unreachable(host.id);
-            let target = req.target;
-            self.reply(&req.origin, req.id, Err(RemoteError::ObjectLost(target)))
-                .await;
+            let err = if kept {
+                debug!(object = %target, host = %host, "recorded host unreachable ({e}): object unavailable");
+                RemoteError::Unavailable {
+                    object: target,
+                    host: host.id,
+                }
+            } else {
+                debug!(object = %target, host = %host, "recorded host unreachable ({e}): object lost");
+                RemoteError::ObjectLost(target)
+            };
+            self.reply(&req.origin, req.id, Err(err)).await;
         }
     }
 
@@ -1218,6 +1344,9 @@ impl NodeInner {
         }
     }
 
+    /// Hosts an object: spawns its actor, with `replay` queued ahead of anything
+    /// else; with `gated`, the actor starts only once the node has joined.
+    #[allow(clippy::too_many_arguments)]
     fn host(
         self: &Arc<Self>,
         id: ObjectId,
@@ -1226,8 +1355,14 @@ impl NodeInner {
         policy: Option<Arc<dyn FaultPolicy>>,
         policy_name: &str,
         next_call_seq: u64,
+        replay: Vec<IncomingCall>,
+        gated: bool,
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
+        for call in replay {
+            let _ = tx.send(InboxMsg::Call(Invocation { origin: None, call }));
+        }
+        let gate = gated.then(|| self.ready.subscribe());
         let span = info_span!("object", node = %self.me.id, object = %id, r#type = entry.name);
         let task = tokio::spawn(
             run_object(
@@ -1236,8 +1371,9 @@ impl NodeInner {
                 entry.name,
                 obj,
                 rx,
-                policy,
+                policy.clone(),
                 Arc::new(AtomicU64::new(next_call_seq)),
+                gate,
             )
             .instrument(span),
         );
@@ -1247,18 +1383,81 @@ impl NodeInner {
                 inbox: tx,
                 type_name: entry.name,
                 policy: policy_name.to_string(),
+                arrival: policy.map(|p| (p, Arc::new(tokio::sync::Mutex::new(())))),
                 migrating: false,
                 task,
             },
         );
     }
 
+    /// Hosts again every object a fault-tolerance policy kept on this node's
+    /// store (a restart after a crash): checkpoint, then the logged calls to
+    /// replay. An object whose records fail their checks is reported lost.
+    async fn recover_objects(self: &Arc<Self>) {
+        let mut names: Vec<&String> = self.policies.keys().collect();
+        names.sort();
+        for name in names {
+            let policy = self.policies[name].clone();
+            let held = match policy.held_objects().await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(policy = %name, "cannot list the objects to recover: {e}");
+                    continue;
+                }
+            };
+            for id in held {
+                if lock(&self.objects).contains_key(&id) {
+                    continue;
+                }
+                let rec = match policy.recover(id).await {
+                    Ok(Some(rec)) => rec,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(object = %id, policy = %name, "object lost: {e}");
+                        lock(&self.lost).insert(id);
+                        continue;
+                    }
+                };
+                let Some(entry) = self.types.get(rec.type_name.as_str()).copied() else {
+                    tracing::error!(object = %id, r#type = %rec.type_name, "object lost: its type is not registered on this node");
+                    lock(&self.lost).insert(id);
+                    continue;
+                };
+                let obj = match (entry.restore)(&rec.state) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::error!(object = %id, r#type = %rec.type_name, "object lost: its checkpoint does not decode: {e}");
+                        lock(&self.lost).insert(id);
+                        continue;
+                    }
+                };
+                let replayed = rec.replay.len();
+                self.host(
+                    id,
+                    entry,
+                    obj,
+                    Some(policy.clone()),
+                    name,
+                    rec.next_call_seq,
+                    rec.replay,
+                    true,
+                );
+                tracing::info!(object = %id, r#type = %rec.type_name, replay = replayed, "recovered object from its checkpoint");
+            }
+        }
+    }
+
     /// Hands a call that queued during a migration to the object's new host; the
     /// reply goes from there straight to the caller.
     async fn forward_queued(self: &Arc<Self>, target: ObjectId, inv: Invocation, to: &Peer) {
+        let Some((origin, request_id)) = inv.origin else {
+            // a replayed call has already run here before the crash; it is in
+            // the checkpoint the new host received
+            return;
+        };
         let req = Request {
-            id: inv.request_id,
-            origin: inv.origin,
+            id: request_id,
+            origin,
             target,
             hops: 1,
             via_record: false,
@@ -1308,6 +1507,14 @@ impl NodeInner {
                 return;
             }
         };
+        {
+            // a peer declared failed that speaks again has come back (a restart
+            // with the same key): its objects are no longer unavailable
+            let mut failed = lock(&self.failed);
+            if !failed.is_empty() && failed.remove(&incoming.from.id) {
+                debug!(peer = %incoming.from, "a failed peer is back");
+            }
+        }
         match frame.body {
             Body::Overlay(bytes) => {
                 let res = lock(&self.overlay).handle_message(
@@ -1452,7 +1659,13 @@ async fn run_object(
     mut inbox: mpsc::UnboundedReceiver<InboxMsg>,
     policy: Option<Arc<dyn FaultPolicy>>,
     seq: Arc<AtomicU64>,
+    gate: Option<watch::Receiver<bool>>,
 ) {
+    if let Some(mut gate) = gate
+        && gate.wait_for(|ready| *ready).await.is_err()
+    {
+        return;
+    }
     while let Some(msg) = inbox.recv().await {
         let Some(inner) = node.upgrade() else { return };
         let inv = match msg {
@@ -1489,9 +1702,10 @@ async fn run_object(
             }),
             None => Admission::Run,
         };
+        let ran = matches!(admission, Admission::Run);
         let outcome = match admission {
             Admission::Drop => continue,
-            Admission::Answer(bytes) => Ok(bytes),
+            Admission::Answer(outcome) => outcome,
             Admission::Run => {
                 let ctx = CallContext {
                     node: Node {
@@ -1517,9 +1731,8 @@ async fn run_object(
                 }
             }
         };
-        if let Some(p) = &policy {
-            let result = outcome.as_deref().unwrap_or(&[]);
-            match p.after_call(id, call, result).await {
+        if let Some(p) = policy.as_ref().filter(|_| ran) {
+            match p.after_call(id, call, &outcome).await {
                 Ok(true) => match obj.snapshot() {
                     Ok(state) => {
                         if let Err(e) = p
@@ -1535,8 +1748,8 @@ async fn run_object(
                 Err(e) => warn!(call = %call.call_id, "fault policy failed after a call: {e}"),
             }
         }
-        if !call.oneway {
-            inner.reply(&inv.origin, inv.request_id, outcome).await;
+        if let Some((origin, request_id)) = inv.origin.as_ref().filter(|_| !call.oneway) {
+            inner.reply(origin, *request_id, outcome).await;
         } else if let Err(e) = outcome {
             warn!(call = %call.call_id, method = %call.method, "one-way call failed: {e}");
         }

@@ -1,0 +1,406 @@
+//! Fault tolerance scenario 2 (`local`) on an in-process network: a volunteer
+//! crashes (its volatile state is dropped, its store is kept), restarts with the
+//! same id, recovers its objects from their checkpoints and replays their logs.
+//! The ledger workload checks that no acknowledged call is lost and none is
+//! applied twice.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod common;
+
+use common::{Routing, pastry_for_tests};
+use g2::local::{LocalConfig, LocalPolicy};
+use g2::mem::MemNetwork;
+use g2::prelude::*;
+use g2::store::{Space, Store, StoreExt};
+use g2::testing::Directory;
+use g2::{MemStore, NodeId, Peer};
+use serde::{Deserialize, Serialize};
+
+#[g2::remote]
+pub trait Ledger {
+    /// Applies `amount`, forwards it to the sink, returns the new total.
+    async fn add(&mut self, amount: u64) -> u64;
+    async fn totals(&mut self) -> (u64, u64);
+}
+
+#[g2::remote]
+pub trait Sink {
+    async fn record(&mut self, amount: u64);
+    async fn seen(&mut self) -> Vec<u64>;
+}
+
+#[g2::remote]
+pub trait Feeder {
+    /// Sends `count` adds of distinct amounts from `first`; returns the amounts
+    /// the ledger acknowledged.
+    async fn feed(&mut self, ledger: LedgerRef, first: u64, count: u64)
+    -> Result<Vec<u64>, String>;
+}
+
+#[derive(Serialize, Deserialize)]
+struct LedgerObj {
+    sink: SinkRef,
+    total: u64,
+    applied: u64,
+}
+
+impl Object for LedgerObj {
+    const TYPE_NAME: &'static str = "test.Ledger";
+    type Init = SinkRef;
+    type Ref = LedgerRef;
+    fn activate(sink: SinkRef) -> Self {
+        LedgerObj {
+            sink,
+            total: 0,
+            applied: 0,
+        }
+    }
+}
+
+impl Ledger for LedgerObj {
+    async fn add(&mut self, amount: u64) -> u64 {
+        self.sink
+            .record(amount)
+            .await
+            .expect("the sink takes the amount");
+        self.total += amount;
+        self.applied += 1;
+        self.total
+    }
+    async fn totals(&mut self) -> (u64, u64) {
+        (self.total, self.applied)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SinkObj {
+    seen: Vec<u64>,
+}
+
+impl Object for SinkObj {
+    const TYPE_NAME: &'static str = "test.Sink";
+    type Init = ();
+    type Ref = SinkRef;
+    fn activate(_: ()) -> Self {
+        SinkObj { seen: Vec::new() }
+    }
+}
+
+impl Sink for SinkObj {
+    async fn record(&mut self, amount: u64) {
+        self.seen.push(amount);
+    }
+    async fn seen(&mut self) -> Vec<u64> {
+        self.seen.clone()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct FeederObj;
+
+impl Object for FeederObj {
+    const TYPE_NAME: &'static str = "test.Feeder";
+    type Init = ();
+    type Ref = FeederRef;
+    fn activate(_: ()) -> Self {
+        FeederObj
+    }
+}
+
+impl Feeder for FeederObj {
+    async fn feed(
+        &mut self,
+        ledger: LedgerRef,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<u64>, String> {
+        let mut acked = Vec::new();
+        for a in first..first + count {
+            ledger.add(a).await.map_err(|e| e.to_string())?;
+            acked.push(a);
+        }
+        Ok(acked)
+    }
+}
+
+const NETWORK: &str = "ledger.test";
+
+struct FtNet {
+    mem: MemNetwork,
+    dir: Directory,
+    routing: Routing,
+    cfg: LocalConfig,
+    /// Every node ever started, with its store (kept across a crash).
+    nodes: Vec<(Node, Arc<MemStore>)>,
+}
+
+impl FtNet {
+    async fn new(routing: Routing, n: usize, cfg: LocalConfig) -> FtNet {
+        let mut net = FtNet {
+            mem: MemNetwork::new(),
+            dir: Directory::new(),
+            routing,
+            cfg,
+            nodes: Vec::new(),
+        };
+        for _ in 0..n {
+            let t = net.mem.endpoint();
+            net.start(t, Arc::new(MemStore::new())).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        net
+    }
+
+    async fn start(&mut self, transport: g2::mem::MemTransport, store: Arc<MemStore>) -> Node {
+        let b = Node::builder().network(NETWORK);
+        let bootstrap = self
+            .nodes
+            .iter()
+            .map(|(n, _)| n)
+            .find(|n| !n.is_stopped())
+            .map(|n| n.peer().addr.clone());
+        let b = match self.routing {
+            Routing::Pastry => {
+                let b = b.overlay(pastry_for_tests()).transport(transport);
+                match bootstrap {
+                    Some(a) => b.bootstrap(a),
+                    None => b,
+                }
+            }
+            _ => b.overlay(self.dir.overlay()).transport(transport),
+        };
+        let node = b
+            .shared_store(store.clone())
+            .fault_tolerance(LocalPolicy::new(store.clone(), self.cfg))
+            .call_timeout(Duration::from_secs(30))
+            .register::<LedgerObj>()
+            .register::<SinkObj>()
+            .register::<FeederObj>()
+            .build()
+            .await
+            .expect("node builds and joins");
+        self.nodes.push((node.clone(), store));
+        node
+    }
+
+    fn node(&self, id: NodeId) -> (Node, Arc<MemStore>) {
+        self.nodes
+            .iter()
+            .rev()
+            .find(|(n, _)| n.id() == id)
+            .cloned()
+            .expect("a node with that id")
+    }
+
+    /// Drops the node's volatile state (tasks, objects, queues, connections);
+    /// its store survives.
+    fn crash(&self, id: NodeId) -> (Peer, Arc<MemStore>) {
+        let (node, store) = self.node(id);
+        self.mem.kill(id);
+        node.shutdown();
+        if self.routing == Routing::TestSupport {
+            self.dir.fail(id);
+        }
+        (node.peer().clone(), store)
+    }
+
+    async fn restart(&mut self, peer: Peer, store: Arc<MemStore>) -> Node {
+        let t = self.mem.endpoint_at(peer);
+        self.start(t, store).await
+    }
+
+    fn host_of(&self, object: ObjectId) -> Option<Node> {
+        self.nodes
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| !n.is_stopped())
+            .find(|n| n.hosted_objects().iter().any(|(id, _)| *id == object))
+            .cloned()
+    }
+}
+
+/// An object id whose root is not `client` (so crashing its host spares the client).
+fn id_not_rooted_at(client: &Node) -> ObjectId {
+    loop {
+        let id = ObjectId::random();
+        if !client.is_root_of(id.key()) {
+            return id;
+        }
+    }
+}
+
+fn config(every: u32) -> LocalConfig {
+    LocalConfig {
+        checkpoint_every_calls: every,
+        ..LocalConfig::default()
+    }
+}
+
+/// The ledger workload: 3 feeders send 40 adds each while the ledger's volunteer
+/// crashes and restarts. Every acknowledged add is applied exactly once, the sink
+/// saw each exactly once, and the totals agree.
+async fn ledger_survives_crash_and_restart(routing: Routing, every: u32, down_ms: u64) {
+    let mut net = FtNet::new(routing, 4, config(every)).await;
+    let client = net.nodes[0].0.clone();
+    let sink_id = id_not_rooted_at(&client);
+    client
+        .create_with_id::<SinkObj>(sink_id, ())
+        .await
+        .expect("sink created");
+    let sink: SinkRef = client.reference(sink_id);
+    let ledger_id = id_not_rooted_at(&client);
+    let ledger: LedgerRef = client
+        .create_with_id::<LedgerObj>(ledger_id, sink.clone())
+        .await
+        .expect("ledger created");
+    let mut feeders = Vec::new();
+    for _ in 0..3 {
+        let id = id_not_rooted_at(&client);
+        feeders.push(
+            client
+                .create_with_id::<FeederObj>(id, ())
+                .await
+                .expect("feeder created"),
+        );
+    }
+    let ledger_host = net.host_of(ledger_id).expect("the ledger is hosted");
+    assert_ne!(ledger_host.id(), client.id());
+
+    let runs: Vec<_> = feeders
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let f = f.clone();
+            let l = ledger.clone();
+            tokio::spawn(async move { f.feed(l, 1000 * (i as u64 + 1), 40).await })
+        })
+        .collect();
+    // let some adds through, then crash the ledger's volunteer mid-run
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let (peer, store) = net.crash(ledger_host.id());
+    assert!(
+        !store
+            .scan_prefix(Space::Checkpoints, b"")
+            .unwrap()
+            .is_empty(),
+        "the crashed volunteer kept checkpoints"
+    );
+    tokio::time::sleep(Duration::from_millis(down_ms)).await;
+    let back = net.restart(peer, store).await;
+    assert!(
+        back.hosted_objects().iter().any(|(id, _)| *id == ledger_id),
+        "the restarted volunteer hosts the ledger again"
+    );
+
+    let mut acked = Vec::new();
+    for r in runs {
+        let got = r
+            .await
+            .expect("feeder task")
+            .expect("feed call")
+            .expect("every add acknowledged");
+        acked.extend(got);
+    }
+    assert_eq!(acked.len(), 120);
+    let (total, applied) = ledger.totals().await.expect("ledger answers");
+    let seen = sink.seen().await.expect("sink answers");
+    let unique: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "the sink saw an amount twice");
+    assert_eq!(
+        unique,
+        acked.iter().copied().collect::<BTreeSet<u64>>(),
+        "the sink saw exactly the acknowledged amounts"
+    );
+    assert_eq!(applied, 120, "each acknowledged add applied exactly once");
+    assert_eq!(total, acked.iter().sum::<u64>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_survives_a_crash_checkpointing_every_call() {
+    ledger_survives_crash_and_restart(Routing::TestSupport, 1, 300).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_survives_a_crash_replaying_a_long_log() {
+    ledger_survives_crash_and_restart(Routing::TestSupport, 1000, 300).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_survives_a_crash_on_pastry() {
+    ledger_survives_crash_and_restart(Routing::Pastry, 7, 1500).await
+}
+
+/// While a volunteer is down its objects are unavailable, not lost: a call made
+/// during the outage waits and completes once the volunteer is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_during_an_outage_wait_for_the_restart() {
+    let mut net = FtNet::new(Routing::TestSupport, 3, config(5)).await;
+    let client = net.nodes[0].0.clone();
+    let sink_id = id_not_rooted_at(&client);
+    let sink: SinkRef = client.create_with_id::<SinkObj>(sink_id, ()).await.unwrap();
+    sink.record(1).await.unwrap();
+    let host = net.host_of(sink_id).unwrap();
+    let (peer, store) = net.crash(host.id());
+    // give the others time to declare it failed
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during = {
+        let s = sink.clone();
+        tokio::spawn(async move { s.record(2).await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!during.is_finished(), "the call waits for the volunteer");
+    net.restart(peer, store).await;
+    during
+        .await
+        .unwrap()
+        .expect("the call completes after the restart");
+    assert_eq!(sink.seen().await.unwrap(), vec![1, 2]);
+}
+
+/// A volunteer that never returns: callers get `Unavailable` at their deadline,
+/// never `ObjectNotFound` or `ObjectLost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volunteer_that_stays_down_makes_calls_unavailable_not_lost() {
+    let net = FtNet::new(Routing::TestSupport, 3, config(5)).await;
+    let client = net.nodes[0].0.clone();
+    let sink_id = id_not_rooted_at(&client);
+    let sink: SinkRef = client.create_with_id::<SinkObj>(sink_id, ()).await.unwrap();
+    sink.record(1).await.unwrap();
+    let host = net.host_of(sink_id).unwrap();
+    net.crash(host.id());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let short = sink.handle().with_timeout(Duration::from_millis(800));
+    let err = short.call::<_, ()>("record", &(2u64,)).await.unwrap_err();
+    assert!(
+        matches!(err, CallError::Unavailable { object, host: h, .. } if object == sink_id && h == host.id()),
+        "{err}"
+    );
+}
+
+/// A damaged checkpoint is reported at restart and the object is lost, never
+/// rebuilt wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_checkpoint_makes_the_object_lost() {
+    let mut net = FtNet::new(Routing::TestSupport, 3, config(1)).await;
+    let client = net.nodes[0].0.clone();
+    let sink_id = id_not_rooted_at(&client);
+    let sink: SinkRef = client.create_with_id::<SinkObj>(sink_id, ()).await.unwrap();
+    sink.record(1).await.unwrap();
+    let host = net.host_of(sink_id).unwrap();
+    let (peer, store) = net.crash(host.id());
+    let key = sink_id.as_u128().to_be_bytes();
+    let mut ck = store.get(Space::Checkpoints, &key).unwrap().unwrap();
+    let mid = ck.len() / 2;
+    ck[mid] ^= 0xff;
+    store.put(Space::Checkpoints, &key, &ck).unwrap();
+    let back = net.restart(peer, store).await;
+    assert!(!back.hosted_objects().iter().any(|(id, _)| *id == sink_id));
+    let err = sink.record(2).await.unwrap_err();
+    assert!(
+        matches!(err, CallError::ObjectLost(id) if id == sink_id),
+        "{err}"
+    );
+}
