@@ -149,6 +149,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---- records -------------------------------------------------------------
 
 const RECORD_VERSION: u8 = 1;
+/// Batches larger than this are written off the async workers.
+const OFFLOAD_BYTES: usize = 32 * 1024;
 const SUM_LEN: usize = 16;
 
 #[derive(Serialize, Deserialize)]
@@ -265,6 +267,29 @@ impl LocalPolicy {
         }
     }
 
+    /// Writes a batch. A synced or large one (a checkpoint) is written on a
+    /// blocking thread so that it never holds up the node's async workers; a
+    /// small unsynced one costs microseconds and is written in place.
+    async fn write(&self, b: WriteBatch) -> Result<(), PolicyError> {
+        let size: usize = b
+            .ops
+            .iter()
+            .map(|op| match op {
+                g2_core::store::BatchOp::Put { key, value, .. } => key.len() + value.len(),
+                _ => 32,
+            })
+            .sum();
+        if (b.sync || size > OFFLOAD_BYTES) && tokio::runtime::Handle::try_current().is_ok() {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.write(b))
+                .await
+                .map_err(|e| PolicyError::Refused(format!("store write task failed: {e}")))??;
+        } else {
+            self.store.write(b)?;
+        }
+        Ok(())
+    }
+
     fn state(&self, object: ObjectId) -> Arc<Mutex<ObjState>> {
         lock(&self.objects).entry(object).or_default().clone()
     }
@@ -316,9 +341,9 @@ impl FaultPolicy for LocalPolicy {
         // records of an earlier stay here are void
         self.delete_all(object, &mut b);
         b.put(Space::Checkpoints, obj_key(object).to_vec(), seal(&rec)?);
+        self.write(b).await?;
         let st = self.state(object);
         let mut st = lock(&st);
-        self.store.write(b)?;
         *st = ObjState {
             last_checkpoint: Some(Instant::now()),
             ..ObjState::default()
@@ -331,21 +356,27 @@ impl FaultPolicy for LocalPolicy {
         object: ObjectId,
         call: &IncomingCall,
     ) -> Result<Admission, PolicyError> {
-        let st = self.state(object);
-        let mut st = lock(&st);
-        if let Some(&index) = st.results.get(&call.call_id) {
-            return Ok(Admission::Answer(self.stored_result(object, index)?));
-        }
-        if st.pending.contains_key(&call.call_id) {
-            // a copy of a call already queued: a one-way call is simply accepted
-            // again; a waiting caller is answered when the original has run
-            return Ok(if call.oneway {
-                Admission::Drop
-            } else {
-                Admission::Run
-            });
-        }
-        let index = st.next_arrival;
+        let state = self.state(object);
+        let index = {
+            let mut st = lock(&state);
+            if let Some(&index) = st.results.get(&call.call_id) {
+                drop(st);
+                return Ok(Admission::Answer(self.stored_result(object, index)?));
+            }
+            if st.pending.contains_key(&call.call_id) {
+                // a copy of a call already queued: a one-way call is simply accepted
+                // again; a waiting caller is answered when the original has run
+                return Ok(if call.oneway {
+                    Admission::Drop
+                } else {
+                    Admission::Run
+                });
+            }
+            let index = st.next_arrival;
+            st.next_arrival += 1;
+            st.pending.insert(call.call_id, index);
+            index
+        };
         let rec = ArrivalRec {
             call_id: call.call_id,
             method: call.method.clone(),
@@ -354,9 +385,10 @@ impl FaultPolicy for LocalPolicy {
         };
         let mut b = self.batch();
         b.put(Space::Log, indexed(object, INCOMING, index), seal(&rec)?);
-        self.store.write(b)?;
-        st.next_arrival += 1;
-        st.pending.insert(call.call_id, index);
+        if let Err(e) = self.write(b).await {
+            lock(&state).pending.remove(&call.call_id);
+            return Err(e);
+        }
         Ok(Admission::Run)
     }
 
@@ -385,19 +417,26 @@ impl FaultPolicy for LocalPolicy {
         call: &IncomingCall,
         result: &Result<Vec<u8>, RemoteError>,
     ) -> Result<bool, PolicyError> {
-        let st = self.state(object);
-        let mut st = lock(&st);
+        let state = self.state(object);
         // a replayed call whose result was kept before the crash keeps it
-        if !st.results.contains_key(&call.call_id) {
-            let index = st.next_result;
+        let fresh = {
+            let mut st = lock(&state);
+            (!st.results.contains_key(&call.call_id)).then(|| {
+                st.next_result += 1;
+                st.next_result - 1
+            })
+        };
+        if let Some(index) = fresh {
             let rec = OutcomeRec {
                 call_id: call.call_id,
                 outcome: result.clone().map(serde_bytes::ByteBuf::from),
             };
             let mut b = self.batch();
             b.put(Space::Results, indexed(object, RESULT, index), seal(&rec)?);
-            self.store.write(b)?;
-            st.next_result += 1;
+            self.write(b).await?;
+        }
+        let mut st = lock(&state);
+        if let Some(index) = fresh {
             st.results.insert(call.call_id, index);
             st.result_order.push_back((index, call.call_id));
         }
@@ -419,38 +458,42 @@ impl FaultPolicy for LocalPolicy {
         state: &[u8],
         next_call_seq: u64,
     ) -> Result<(), PolicyError> {
-        let st = self.state(object);
-        let mut st = lock(&st);
-        let rec = CheckpointRec {
-            policy: self.name(),
-            type_name: type_name.to_string(),
-            state: state.to_vec(),
-            next_call_seq,
-            next_arrival: st.next_arrival,
-        };
-        let mut b = self.batch();
-        b.put(Space::Checkpoints, obj_key(object).to_vec(), seal(&rec)?);
-        // the calls that ran are in the state now; the ones still queued stay logged
-        if let Some(done) = st.last_done {
+        let shared = self.state(object);
+        let (b, dropped) = {
+            let mut st = lock(&shared);
+            let rec = CheckpointRec {
+                policy: self.name(),
+                type_name: type_name.to_string(),
+                state: state.to_vec(),
+                next_call_seq,
+                next_arrival: st.next_arrival,
+            };
+            let mut b = self.batch();
+            b.put(Space::Checkpoints, obj_key(object).to_vec(), seal(&rec)?);
+            // the calls that ran are in the state now; the ones still queued stay logged
+            if let Some(done) = st.last_done {
+                b.delete_range(
+                    Space::Log,
+                    indexed(object, INCOMING, 0),
+                    indexed(object, INCOMING, done + 1),
+                );
+            }
             b.delete_range(
                 Space::Log,
-                indexed(object, INCOMING, 0),
-                indexed(object, INCOMING, done + 1),
+                indexed(object, OUTGOING, 0),
+                indexed(object, OUTGOING, next_call_seq),
             );
-        }
-        b.delete_range(
-            Space::Log,
-            indexed(object, OUTGOING, 0),
-            indexed(object, OUTGOING, next_call_seq),
-        );
-        let mut dropped = Vec::new();
-        while st.result_order.len() > self.cfg.results_kept {
-            if let Some((index, call)) = st.result_order.pop_front() {
-                dropped.push(call);
-                b.delete(Space::Results, indexed(object, RESULT, index));
+            let mut dropped = Vec::new();
+            while st.result_order.len() > self.cfg.results_kept {
+                if let Some((index, call)) = st.result_order.pop_front() {
+                    dropped.push(call);
+                    b.delete(Space::Results, indexed(object, RESULT, index));
+                }
             }
-        }
-        self.store.write(b)?;
+            (b, dropped)
+        };
+        self.write(b).await?;
+        let mut st = lock(&shared);
         for call in dropped {
             st.results.remove(&call);
         }
@@ -499,8 +542,7 @@ impl FaultPolicy for LocalPolicy {
             indexed(caller, OUTGOING, call_id.seq),
             seal(&rec)?,
         );
-        self.store.write(b)?;
-        Ok(())
+        self.write(b).await
     }
 
     async fn held_objects(&self) -> Result<Vec<ObjectId>, PolicyError> {
@@ -584,7 +626,7 @@ impl FaultPolicy for LocalPolicy {
     async fn on_departed(&self, object: ObjectId) -> Result<(), PolicyError> {
         let mut b = self.batch();
         self.delete_all(object, &mut b);
-        self.store.write(b)?;
+        self.write(b).await?;
         lock(&self.objects).remove(&object);
         Ok(())
     }

@@ -284,8 +284,8 @@ fn under_ft_local_killed_and_restarted_volunteers_change_nothing() {
     let mut rng = Lcg(seed);
     let base = scratch("local");
     let network = format!("tsp-local-{}", std::process::id());
-    // checkpoint after every call: kills land during checkpoints too
-    let flags = ["--checkpoint-every", "1"];
+    // checkpoint every 5 calls: kills land during checkpoints too
+    let flags = ["--checkpoint-every", "5"];
     let first = Volunteer::start_with(&network, &base.join("v0"), None, "127.0.0.1:0", &flags);
     let mut others: Vec<(Volunteer, PathBuf)> = (1..4)
         .map(|i| {
@@ -316,7 +316,7 @@ fn under_ft_local_killed_and_restarted_volunteers_change_nothing() {
 
     // three crashes: two volunteers at seeded moments, restarted 1-3 s later,
     // then one killed again right after its restart (during recovery and replay)
-    let mut restart = |slot: &mut (Volunteer, PathBuf), down: Duration| {
+    let restart = |slot: &mut (Volunteer, PathBuf), down: Duration| {
         let addr = slot.0.addr.clone();
         slot.0.kill9();
         std::thread::sleep(down);
