@@ -40,6 +40,10 @@ const LOCATION_CACHE_LIMIT: usize = 100_000;
 /// kept results); the wait doubles up to [`RESEND_MAX`].
 const RESEND_AFTER: Duration = Duration::from_secs(1);
 const RESEND_MAX: Duration = Duration::from_secs(8);
+/// Under a fault-tolerance policy objects are never dropped, so "no such object"
+/// within this long of the first attempt is taken for views of the ring that
+/// still disagree (a volunteer restarting with its old id) and asked again.
+const NOT_FOUND_GRACE: Duration = Duration::from_secs(3);
 
 /// Counters a node keeps about its work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -534,6 +538,7 @@ impl Node {
         let mut pause = Duration::from_millis(25);
         let mut patience = RESEND_AFTER;
         let mut sent_before = false;
+        let grace = tokio::time::Instant::now() + NOT_FOUND_GRACE.min(budget);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let attempt = if resend { left.min(patience) } else { left };
@@ -546,6 +551,16 @@ impl Node {
                 Err(CallError::Unreachable { .. } | CallError::Unavailable { .. })
                     if tokio::time::Instant::now() + pause < deadline && !stopped =>
                 {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(400));
+                }
+                Err(CallError::ObjectNotFound(_))
+                    if resend
+                        && matches!(kind, RequestKind::Call { .. })
+                        && tokio::time::Instant::now() + pause < grace
+                        && !stopped =>
+                {
+                    debug!(%target, what, "object not found where expected; asking again");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(400));
                 }
