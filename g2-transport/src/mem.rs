@@ -30,6 +30,9 @@ use tokio::sync::mpsc;
 struct Endpoint {
     id: NodeId,
     inbox: mpsc::UnboundedSender<Incoming>,
+    /// Which incarnation of the node holds the address: a restarted node's old
+    /// endpoint can no longer send.
+    incarnation: u64,
 }
 
 #[derive(Default)]
@@ -98,12 +101,20 @@ impl MemNetwork {
         st.next += 1;
         let addr = NodeAddr::new(format!("mem:{}", st.next));
         st.killed.remove(&id);
-        st.endpoints
-            .insert(addr.clone(), Endpoint { id, inbox: tx });
+        let incarnation = st.next;
+        st.endpoints.insert(
+            addr.clone(),
+            Endpoint {
+                id,
+                inbox: tx,
+                incarnation,
+            },
+        );
         MemTransport {
             net: self.clone(),
             me: Peer::new(id, addr),
             inbox: tokio::sync::Mutex::new(rx),
+            incarnation,
         }
     }
 
@@ -112,18 +123,22 @@ impl MemNetwork {
     pub fn endpoint_at(&self, peer: Peer) -> MemTransport {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.lock();
+        st.next += 1;
+        let incarnation = st.next;
         st.killed.remove(&peer.id);
         st.endpoints.insert(
             peer.addr.clone(),
             Endpoint {
                 id: peer.id,
                 inbox: tx,
+                incarnation,
             },
         );
         MemTransport {
             net: self.clone(),
             me: peer,
             inbox: tokio::sync::Mutex::new(rx),
+            incarnation,
         }
     }
 
@@ -177,12 +192,23 @@ impl MemNetwork {
         }
     }
 
-    fn deliver(&self, from: &Peer, to: &Peer, frame: Vec<u8>) -> Result<(), TransportError> {
+    fn deliver(
+        &self,
+        from: &Peer,
+        incarnation: u64,
+        to: &Peer,
+        frame: Vec<u8>,
+    ) -> Result<(), TransportError> {
         if frame.len() > MAX_FRAME {
             return Err(TransportError::TooLarge(frame.len()));
         }
         let st = self.lock();
-        if st.killed.contains(&from.id) {
+        if st.killed.contains(&from.id)
+            || st
+                .endpoints
+                .get(&from.addr)
+                .is_some_and(|e| e.incarnation != incarnation)
+        {
             return Err(TransportError::Closed);
         }
         let Some(ep) = st.endpoints.get(&to.addr) else {
@@ -215,6 +241,7 @@ pub struct MemTransport {
     net: MemNetwork,
     me: Peer,
     inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Incoming>>,
+    incarnation: u64,
 }
 
 impl MemTransport {
@@ -231,7 +258,7 @@ impl Transport for MemTransport {
     }
 
     async fn send(&self, to: &Peer, frame: Vec<u8>) -> Result<(), TransportError> {
-        self.net.deliver(&self.me, to, frame)
+        self.net.deliver(&self.me, self.incarnation, to, frame)
     }
 
     async fn recv(&self) -> Result<Incoming, TransportError> {

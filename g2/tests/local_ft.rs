@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod common;
@@ -128,13 +129,41 @@ impl Feeder for FeederObj {
 
 const NETWORK: &str = "ledger.test";
 
+/// One incarnation's handle on a volunteer's disk: after a crash the old
+/// incarnation's tasks (aborted, but possibly mid-poll) can no longer write, as
+/// a killed process cannot.
+struct Disk {
+    inner: Arc<MemStore>,
+    alive: Arc<AtomicBool>,
+}
+
+impl Store for Disk {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, g2::store::StoreError> {
+        self.inner.get(space, key)
+    }
+    fn write(&self, batch: g2::store::WriteBatch) -> Result<(), g2::store::StoreError> {
+        if !self.alive.load(Ordering::Acquire) {
+            return Err(g2::store::StoreError::Backend("the process is dead".into()));
+        }
+        self.inner.write(batch)
+    }
+    fn scan_prefix(
+        &self,
+        space: Space,
+        prefix: &[u8],
+    ) -> Result<g2::store::Pairs, g2::store::StoreError> {
+        self.inner.scan_prefix(space, prefix)
+    }
+}
+
 struct FtNet {
     mem: MemNetwork,
     dir: Directory,
     routing: Routing,
     cfg: LocalConfig,
-    /// Every node ever started, with its store (kept across a crash).
-    nodes: Vec<(Node, Arc<MemStore>)>,
+    /// Every node ever started, with its store (kept across a crash) and
+    /// whether that incarnation may still write to it.
+    nodes: Vec<(Node, Arc<MemStore>, Arc<AtomicBool>)>,
 }
 
 impl FtNet {
@@ -159,7 +188,7 @@ impl FtNet {
         let bootstrap = self
             .nodes
             .iter()
-            .map(|(n, _)| n)
+            .map(|(n, _, _)| n)
             .find(|n| !n.is_stopped())
             .map(|n| n.peer().addr.clone());
         let b = match self.routing {
@@ -172,9 +201,14 @@ impl FtNet {
             }
             _ => b.overlay(self.dir.overlay()).transport(transport),
         };
+        let alive = Arc::new(AtomicBool::new(true));
+        let disk: Arc<dyn Store> = Arc::new(Disk {
+            inner: store.clone(),
+            alive: alive.clone(),
+        });
         let node = b
-            .shared_store(store.clone())
-            .fault_tolerance(LocalPolicy::new(store.clone(), self.cfg))
+            .shared_store(disk.clone())
+            .fault_tolerance(LocalPolicy::new(disk, self.cfg))
             .call_timeout(Duration::from_secs(30))
             .register::<LedgerObj>()
             .register::<SinkObj>()
@@ -182,15 +216,15 @@ impl FtNet {
             .build()
             .await
             .expect("node builds and joins");
-        self.nodes.push((node.clone(), store));
+        self.nodes.push((node.clone(), store, alive));
         node
     }
 
-    fn node(&self, id: NodeId) -> (Node, Arc<MemStore>) {
+    fn node(&self, id: NodeId) -> (Node, Arc<MemStore>, Arc<AtomicBool>) {
         self.nodes
             .iter()
             .rev()
-            .find(|(n, _)| n.id() == id)
+            .find(|(n, _, _)| n.id() == id)
             .cloned()
             .expect("a node with that id")
     }
@@ -198,7 +232,8 @@ impl FtNet {
     /// Drops the node's volatile state (tasks, objects, queues, connections);
     /// its store survives.
     fn crash(&self, id: NodeId) -> (Peer, Arc<MemStore>) {
-        let (node, store) = self.node(id);
+        let (node, store, alive) = self.node(id);
+        alive.store(false, Ordering::Release);
         self.mem.kill(id);
         node.shutdown();
         if self.routing == Routing::TestSupport {
@@ -215,7 +250,7 @@ impl FtNet {
     fn host_of(&self, object: ObjectId) -> Option<Node> {
         self.nodes
             .iter()
-            .map(|(n, _)| n)
+            .map(|(n, _, _)| n)
             .filter(|n| !n.is_stopped())
             .find(|n| n.hosted_objects().iter().any(|(id, _)| *id == object))
             .cloned()
@@ -239,7 +274,9 @@ fn config(every: u32) -> LocalConfig {
     }
 }
 
-/// The ledger workload: 3 feeders send 40 adds each while the ledger's volunteer
+const PER_FEEDER: u64 = 150;
+
+/// The ledger workload: 3 feeders send 150 adds each while the ledger's volunteer
 /// crashes and restarts. Every acknowledged add is applied exactly once, the sink
 /// saw each exactly once, and the totals agree.
 async fn ledger_survives_crash_and_restart(routing: Routing, every: u32, down_ms: u64) {
@@ -275,11 +312,17 @@ async fn ledger_survives_crash_and_restart(routing: Routing, every: u32, down_ms
         .map(|(i, f)| {
             let f = f.clone();
             let l = ledger.clone();
-            tokio::spawn(async move { f.feed(l, 1000 * (i as u64 + 1), 40).await })
+            tokio::spawn(async move { f.feed(l, 1000 * (i as u64 + 1), PER_FEEDER).await })
         })
         .collect();
-    // let some adds through, then crash the ledger's volunteer mid-run
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    // let a quarter of the adds through, then crash the ledger's volunteer mid-run
+    let served = ledger_host.stats().calls_served;
+    for _ in 0..2000 {
+        if ledger_host.stats().calls_served >= served + 3 * PER_FEEDER / 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let (peer, store) = net.crash(ledger_host.id());
     assert!(
         !store
@@ -304,7 +347,7 @@ async fn ledger_survives_crash_and_restart(routing: Routing, every: u32, down_ms
             .expect("every add acknowledged");
         acked.extend(got);
     }
-    assert_eq!(acked.len(), 120);
+    assert_eq!(acked.len() as u64, 3 * PER_FEEDER);
     let (total, applied) = ledger.totals().await.expect("ledger answers");
     let seen = sink.seen().await.expect("sink answers");
     let unique: BTreeSet<u64> = seen.iter().copied().collect();
@@ -314,7 +357,11 @@ async fn ledger_survives_crash_and_restart(routing: Routing, every: u32, down_ms
         acked.iter().copied().collect::<BTreeSet<u64>>(),
         "the sink saw exactly the acknowledged amounts"
     );
-    assert_eq!(applied, 120, "each acknowledged add applied exactly once");
+    assert_eq!(
+        applied,
+        3 * PER_FEEDER,
+        "each acknowledged add applied exactly once"
+    );
     assert_eq!(total, acked.iter().sum::<u64>());
 }
 
