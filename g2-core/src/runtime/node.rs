@@ -103,13 +103,16 @@ enum Verdict {
     Stay,
 }
 
+/// A policy object with the per-object lock that orders logging and queueing.
+type Arrival = (Arc<dyn FaultPolicy>, Arc<tokio::sync::Mutex<()>>);
+
 struct ObjectSlot {
     inbox: mpsc::UnboundedSender<InboxMsg>,
     type_name: &'static str,
     policy: String,
     /// The policy object, with the lock that keeps "log the arrival, then queue
     /// the call" atomic, so that calls run in the order they were logged.
-    arrival: Option<(Arc<dyn FaultPolicy>, Arc<tokio::sync::Mutex<()>>)>,
+    arrival: Option<Arrival>,
     migrating: bool,
     task: JoinHandle<()>,
 }
@@ -1666,6 +1669,7 @@ async fn overlay_loop(node: Weak<NodeInner>, wake_signal: Arc<Notify>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_object(
     node: Weak<NodeInner>,
     id: ObjectId,
