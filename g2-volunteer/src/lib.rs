@@ -118,7 +118,7 @@ pub enum VolunteerError {
     Join(#[from] g2::BuildError),
     /// The store in the data dir could not be opened (nothing in it was changed).
     #[error("opening the store: {0}")]
-    Store(#[from] g2::rocksdb::OpenError),
+    Store(#[from] g2_store_rocksdb::OpenError),
     /// Some objects could not migrate on leaving.
     #[error(transparent)]
     Leave(#[from] g2::LeaveError),
@@ -250,8 +250,9 @@ impl Volunteer {
         let transport =
             QuicTransport::bind(QuicConfig::new(cfg.network.clone(), cfg.listen, key)).await?;
         let overlay = overlay(cfg.routing, cfg.heartbeat, cfg.failure_timeout)?;
-        let store: Arc<dyn g2::Store> =
-            Arc::new(g2::rocksdb::RocksStore::open(cfg.data_dir.join("store"))?);
+        let store: Arc<dyn g2::Store> = Arc::new(g2_store_rocksdb::RocksStore::open(
+            cfg.data_dir.join("store"),
+        )?);
         let local = |durability| {
             g2::local::LocalPolicy::new(
                 store.clone(),

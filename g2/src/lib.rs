@@ -73,12 +73,6 @@ pub mod local {
     pub use g2_ft_local::*;
 }
 
-/// The durable RocksDB store.
-#[cfg(feature = "rocksdb")]
-pub mod rocksdb {
-    pub use g2_store_rocksdb::*;
-}
-
 /// The in-process transport with fault injection.
 #[cfg(feature = "mem")]
 pub mod mem {

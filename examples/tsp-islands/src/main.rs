@@ -233,7 +233,7 @@ async fn in_process_nodes(args: &Args, dirs: &mut StoreDirs) -> Result<Vec<Node>
             ));
             dirs.0.push(dir.clone());
             let store: std::sync::Arc<dyn g2::Store> = std::sync::Arc::new(
-                g2::rocksdb::RocksStore::open(&dir).map_err(|e| e.to_string())?,
+                g2_store_rocksdb::RocksStore::open(&dir).map_err(|e| e.to_string())?,
             );
             if let Some(p) = args.policy(store.clone()) {
                 b = b.shared_store(store).fault_tolerance(p);

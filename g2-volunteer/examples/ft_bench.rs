@@ -7,7 +7,7 @@
 //!   restart it on the same store, time until every object answered a call).
 //!
 //! ```sh
-//! cargo run --release -p g2 --example ft_bench -- --calls 2000 --objects 100 --json
+//! cargo run --release -p g2-volunteer --example ft_bench -- --calls 2000 --objects 100 --json
 //! ```
 
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use g2::local::{Durability, LocalConfig, LocalPolicy};
 use g2::mem::{MemNetwork, MemTransport};
 use g2::prelude::*;
-use g2::rocksdb::RocksStore;
 use g2::testing::Directory;
 use g2::{NodeId, Store};
+use g2_store_rocksdb::RocksStore;
 use serde::{Deserialize, Serialize};
 
 #[g2::remote]
