@@ -276,16 +276,19 @@ async fn client_node(args: &Args, bootstrap: std::net::SocketAddr) -> Result<Nod
 }
 
 /// An island's progress. `status` only reads, so a call that timed out (say,
-/// lost with a volunteer that was leaving) or found the island's volunteer down
-/// (under `--ft local`, until it restarts) is simply asked again, a few times.
+/// lost with a volunteer that was leaving), found the island's volunteer down
+/// (under `--ft local`, until it restarts) or reached a node whose view of the
+/// ring is still settling (no such object) is simply asked again, a few times.
 async fn status_of(island: &IslandRef) -> Result<island::Status, g2::CallError> {
     let quick = island.with_timeout(Duration::from_secs(5));
     let mut last = None;
     for _ in 0..4 {
         match quick.status().await {
-            Err(e @ (g2::CallError::Timeout { .. } | g2::CallError::Unavailable { .. })) => {
-                last = Some(e)
-            }
+            Err(
+                e @ (g2::CallError::Timeout { .. }
+                | g2::CallError::Unavailable { .. }
+                | g2::CallError::ObjectNotFound(_)),
+            ) => last = Some(e),
             other => return other,
         }
     }

@@ -41,9 +41,10 @@ const LOCATION_CACHE_LIMIT: usize = 100_000;
 const RESEND_AFTER: Duration = Duration::from_secs(1);
 const RESEND_MAX: Duration = Duration::from_secs(8);
 /// Under a fault-tolerance policy objects are never dropped, so "no such object"
-/// within this long of the first attempt is taken for views of the ring that
-/// still disagree (a volunteer restarting with its old id) and asked again.
-const NOT_FOUND_GRACE: Duration = Duration::from_secs(3);
+/// within this long of the first attempt (at most the call's deadline) is taken
+/// for views of the ring that still disagree (a volunteer restarting with its
+/// old id) and asked again.
+const NOT_FOUND_GRACE: Duration = Duration::from_secs(15);
 
 /// Counters a node keeps about its work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
