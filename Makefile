@@ -40,3 +40,4 @@ bench: deps
 	$(CARGO) bench -p g2 --bench call_round_trip
 	$(CARGO) run --release -p tsp-islands -- --overhead --nodes 1 --instance ch150 --repeat 7 --json
 	$(CARGO) run --release -p g2-volunteer --example netbench -- --placement both --json
+	$(CARGO) run --release -p g2-volunteer --example ft_bench -- --calls 2000 --objects 100 --json
