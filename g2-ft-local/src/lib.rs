@@ -310,6 +310,27 @@ impl LocalPolicy {
         Ok(rec.outcome.map(|b| b.into_vec()))
     }
 
+    /// Every record of `object` under `tag` in `space`, with its index, checked.
+    fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        object: ObjectId,
+        space: Space,
+        tag: u8,
+        what: &str,
+    ) -> Result<Vec<(u64, T)>, PolicyError> {
+        self.store
+            .scan_prefix(space, &tagged(object, tag))?
+            .into_iter()
+            .map(|(key, value)| {
+                let index = key_index(&key).ok_or_else(|| PolicyError::Corrupt {
+                    object,
+                    reason: format!("malformed key of a {what}"),
+                })?;
+                Ok((index, open(object, &format!("{what} {index}"), &value)?))
+            })
+            .collect()
+    }
+
     fn delete_all(&self, object: ObjectId, b: &mut WriteBatch) {
         b.delete(Space::Checkpoints, obj_key(object).to_vec());
         b.delete_prefix(Space::Log, obj_key(object).to_vec());
@@ -576,15 +597,9 @@ impl FaultPolicy for LocalPolicy {
             ..ObjState::default()
         };
         let mut replay = Vec::new();
-        for (key, value) in self
-            .store
-            .scan_prefix(Space::Log, &tagged(object, INCOMING))?
+        for (index, rec) in
+            self.records::<ArrivalRec>(object, Space::Log, INCOMING, "logged call")?
         {
-            let index = key_index(&key).ok_or_else(|| PolicyError::Corrupt {
-                object,
-                reason: "malformed log key".into(),
-            })?;
-            let rec: ArrivalRec = open(object, &format!("logged call {index}"), &value)?;
             st.pending.insert(rec.call_id, index);
             st.next_arrival = st.next_arrival.max(index + 1);
             replay.push(IncomingCall {
@@ -594,22 +609,11 @@ impl FaultPolicy for LocalPolicy {
                 oneway: rec.oneway,
             });
         }
-        for (key, value) in self
-            .store
-            .scan_prefix(Space::Log, &tagged(object, OUTGOING))?
+        // checked now, so that a damaged one makes the object lost, not a replay wrong
+        self.records::<OutcomeRec>(object, Space::Log, OUTGOING, "outgoing-call record")?;
+        for (index, rec) in
+            self.records::<OutcomeRec>(object, Space::Results, RESULT, "kept result")?
         {
-            let seq = key_index(&key).unwrap_or_default();
-            open::<OutcomeRec>(object, &format!("outgoing-call record {seq}"), &value)?;
-        }
-        for (key, value) in self
-            .store
-            .scan_prefix(Space::Results, &tagged(object, RESULT))?
-        {
-            let index = key_index(&key).ok_or_else(|| PolicyError::Corrupt {
-                object,
-                reason: "malformed result key".into(),
-            })?;
-            let rec: OutcomeRec = open(object, &format!("kept result {index}"), &value)?;
             st.results.insert(rec.call_id, index);
             st.result_order.push_back((index, rec.call_id));
             st.next_result = st.next_result.max(index + 1);

@@ -116,6 +116,28 @@ fn last_json(stdout: &[u8]) -> serde_json::Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// Waits (bounded) for the GA client to succeed and checks that it printed the
+/// same tour as the sequential run of the same parameters.
+fn assert_same_tour_as_sequential(mut client: Child, limit: Duration) {
+    let status = wait(&mut client, limit).expect("the run finishes");
+    let out = client.wait_with_output().expect("output");
+    assert!(
+        status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let distributed = last_json(&out.stdout);
+    let seq = Command::new(BIN)
+        .args(GA)
+        .args(["--sequential", "--json"])
+        .output()
+        .unwrap();
+    assert!(seq.status.success());
+    let sequential = last_json(&seq.stdout);
+    assert_eq!(distributed["tour_blake3"], sequential["tour_blake3"]);
+    assert_eq!(distributed["best_length"], sequential["best_length"]);
+}
+
 /// Long enough (many short epochs) that the churn below happens mid-run.
 const GA: &[&str] = &[
     "--instance",
@@ -180,24 +202,7 @@ fn volunteers_join_and_leave_mid_run_and_the_tour_is_unchanged() {
         matches!(client.try_wait(), Ok(None)),
         "the churn happened while the GA was still running"
     );
-    let status = wait(&mut client, Duration::from_secs(240)).expect("the run finishes");
-    let out = client.wait_with_output().expect("output");
-    assert!(
-        status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let distributed = last_json(&out.stdout);
-
-    let seq = Command::new(BIN)
-        .args(GA)
-        .args(["--sequential", "--json"])
-        .output()
-        .unwrap();
-    assert!(seq.status.success());
-    let sequential = last_json(&seq.stdout);
-    assert_eq!(distributed["tour_blake3"], sequential["tour_blake3"]);
-    assert_eq!(distributed["best_length"], sequential["best_length"]);
+    assert_same_tour_as_sequential(client, Duration::from_secs(240));
     drop(joined);
     drop(first);
     let _ = std::fs::remove_dir_all(&base);
@@ -339,23 +344,7 @@ fn under_ft_local_killed_and_restarted_volunteers_change_nothing() {
         "the crashes happened while the GA was still running"
     );
 
-    let status = wait(&mut client, Duration::from_secs(300)).expect("the run finishes");
-    let out = client.wait_with_output().expect("output");
-    assert!(
-        status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let distributed = last_json(&out.stdout);
-    let seq = Command::new(BIN)
-        .args(GA)
-        .args(["--sequential", "--json"])
-        .output()
-        .unwrap();
-    assert!(seq.status.success());
-    let sequential = last_json(&seq.stdout);
-    assert_eq!(distributed["tour_blake3"], sequential["tour_blake3"]);
-    assert_eq!(distributed["best_length"], sequential["best_length"]);
+    assert_same_tour_as_sequential(client, Duration::from_secs(300));
     drop(others);
     drop(first);
     let _ = std::fs::remove_dir_all(&base);
