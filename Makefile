@@ -24,8 +24,10 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup)"; exit 1; }
 	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
 
+# The demo runs under --ft none, so it is built without RocksDB (C++ compiled
+# from source: many minutes on a fresh machine).
 run: deps
-	$(CARGO) run --release -p tsp-islands
+	$(CARGO) run --release -p tsp-islands --no-default-features
 
 fmt:
 	$(CARGO) fmt --all --check
@@ -39,5 +41,5 @@ test: deps fmt clippy
 bench: deps
 	$(CARGO) bench -p g2 --bench call_round_trip
 	$(CARGO) run --release -p tsp-islands -- --overhead --nodes 1 --instance ch150 --repeat 7 --json
-	$(CARGO) run --release -p g2-volunteer --example netbench -- --placement both --json
+	$(CARGO) run --release -p g2-volunteer --no-default-features --example netbench -- --placement both --json
 	$(CARGO) run --release -p g2-volunteer --example ft_bench -- --calls 2000 --objects 100 --json

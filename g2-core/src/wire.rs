@@ -97,6 +97,9 @@ pub enum RequestKind {
         policy: String,
         /// The object's outgoing-call counter.
         next_call_seq: u64,
+        /// Names this transfer: every retry of it carries the same value, so the
+        /// new host installs it at most once, even after the object moved on.
+        transfer: u64,
     },
     /// A method call.
     Call {

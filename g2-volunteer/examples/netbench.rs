@@ -1022,6 +1022,10 @@ fn tsp_binary(o: &Opts) -> Result<PathBuf, String> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&ws)
         .args(["build", "-q", "-p", "tsp-islands"]);
+    if !cfg!(feature = "rocksdb") {
+        // built as this example was: without RocksDB (the benchmark needs none)
+        cmd.arg("--no-default-features");
+    }
     if release {
         cmd.arg("--release");
     }

@@ -21,7 +21,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use g2::quic::{NodeKey, QuicConfig, QuicTransport};
@@ -117,6 +116,7 @@ pub enum VolunteerError {
     #[error("joining the network: {0}")]
     Join(#[from] g2::BuildError),
     /// The store in the data dir could not be opened (nothing in it was changed).
+    #[cfg(feature = "rocksdb")]
     #[error("opening the store: {0}")]
     Store(#[from] g2_store_rocksdb::OpenError),
     /// Some objects could not migrate on leaving.
@@ -229,6 +229,46 @@ pub fn overlay(
 /// The typed builder an application adds its types to.
 pub type ReadyBuilder = NodeBuilder<WithNetwork, WithOverlay, WithTransport>;
 
+/// Opens the store in `<data dir>/store` (RocksDB) and serves the `local`
+/// policies over it.
+#[cfg(feature = "rocksdb")]
+fn with_durable_store(
+    builder: ReadyBuilder,
+    cfg: &VolunteerConfig,
+) -> Result<ReadyBuilder, VolunteerError> {
+    let store: std::sync::Arc<dyn g2::Store> = std::sync::Arc::new(
+        g2_store_rocksdb::RocksStore::open(cfg.data_dir.join("store"))?,
+    );
+    let local = |durability| {
+        g2::local::LocalPolicy::new(
+            store.clone(),
+            g2::local::LocalConfig {
+                checkpoint_every_calls: cfg.checkpoint_every_calls,
+                checkpoint_every: cfg.checkpoint_every,
+                durability,
+                ..g2::local::LocalConfig::default()
+            },
+        )
+    };
+    Ok(builder
+        .shared_store(store.clone())
+        .serve_policy(local(g2::local::Durability::Process))
+        .serve_policy(local(g2::local::Durability::Machine)))
+}
+
+/// Built without RocksDB: no durable store, so objects under `none` only; a run
+/// that asks for `local` is refused by this volunteer with a clear error.
+#[cfg(not(feature = "rocksdb"))]
+fn with_durable_store(
+    builder: ReadyBuilder,
+    _cfg: &VolunteerConfig,
+) -> Result<ReadyBuilder, VolunteerError> {
+    tracing::warn!(
+        "built without the rocksdb feature: serving objects under fault-tolerance policy none only"
+    );
+    Ok(builder)
+}
+
 /// A running volunteer.
 pub struct Volunteer {
     node: Node,
@@ -250,28 +290,12 @@ impl Volunteer {
         let transport =
             QuicTransport::bind(QuicConfig::new(cfg.network.clone(), cfg.listen, key)).await?;
         let overlay = overlay(cfg.routing, cfg.heartbeat, cfg.failure_timeout)?;
-        let store: Arc<dyn g2::Store> = Arc::new(g2_store_rocksdb::RocksStore::open(
-            cfg.data_dir.join("store"),
-        )?);
-        let local = |durability| {
-            g2::local::LocalPolicy::new(
-                store.clone(),
-                g2::local::LocalConfig {
-                    checkpoint_every_calls: cfg.checkpoint_every_calls,
-                    checkpoint_every: cfg.checkpoint_every,
-                    durability,
-                    ..g2::local::LocalConfig::default()
-                },
-            )
-        };
-        let mut builder = Node::builder()
+        let builder = Node::builder()
             .network(cfg.network.clone())
             .overlay(overlay)
             .transport(transport.clone())
-            .shared_store(store.clone())
-            .serve_policy(local(g2::local::Durability::Process))
-            .serve_policy(local(g2::local::Durability::Machine))
             .join_timeout(Duration::from_secs(30));
+        let mut builder = with_durable_store(builder, cfg)?;
         if let Some(b) = cfg.bootstrap {
             builder = builder.bootstrap(NodeAddr::new(b.to_string()));
         }

@@ -207,6 +207,21 @@ fn routing(args: &Args) -> Result<Box<dyn g2::OverlayFactory>, String> {
     .map_err(|e| e.to_string())
 }
 
+#[cfg(feature = "rocksdb")]
+fn durable_store(dir: &std::path::Path) -> Result<std::sync::Arc<dyn g2::Store>, String> {
+    Ok(std::sync::Arc::new(
+        g2_store_rocksdb::RocksStore::open(dir).map_err(|e| e.to_string())?,
+    ))
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn durable_store(_dir: &std::path::Path) -> Result<std::sync::Arc<dyn g2::Store>, String> {
+    Err(NO_ROCKSDB.into())
+}
+
+#[cfg(not(feature = "rocksdb"))]
+const NO_ROCKSDB: &str = "--ft local needs a durable store, and this tsp-islands was built without RocksDB (--no-default-features, as `make run` does); build it with the default features: cargo run --release -p tsp-islands -- --ft local";
+
 /// The in-process network of `--nodes` volunteers; under `--ft local` each keeps
 /// its checkpoints and logs in its own RocksDB store in a temporary directory.
 async fn in_process_nodes(args: &Args, dirs: &mut StoreDirs) -> Result<Vec<Node>, String> {
@@ -232,9 +247,7 @@ async fn in_process_nodes(args: &Args, dirs: &mut StoreDirs) -> Result<Vec<Node>
                 g2::ObjectId::random()
             ));
             dirs.0.push(dir.clone());
-            let store: std::sync::Arc<dyn g2::Store> = std::sync::Arc::new(
-                g2_store_rocksdb::RocksStore::open(&dir).map_err(|e| e.to_string())?,
-            );
+            let store = durable_store(&dir)?;
             if let Some(p) = args.policy(store.clone()) {
                 b = b.shared_store(store).fault_tolerance(p);
             }
@@ -543,7 +556,10 @@ fn volunteer(args: &g2_volunteer::VolunteerArgs) -> Result<(), String> {
 
 fn run(args: &Args) -> Result<(), String> {
     match args.ft.as_str() {
-        "none" | "local" => {}
+        "none" => {}
+        #[cfg(not(feature = "rocksdb"))]
+        "local" if args.connect.is_none() => return Err(NO_ROCKSDB.into()),
+        "local" => {}
         "replicated" => {
             return Err(
                 "--ft replicated: not available yet (erasure-coded checkpoints on neighbours are still to come); use none or local".into(),

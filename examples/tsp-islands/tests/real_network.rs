@@ -264,8 +264,10 @@ fn under_ft_none_a_killed_volunteer_makes_the_client_report_the_lost_object() {
 }
 
 /// A small deterministic generator for the kill schedule (seeded, printed).
+#[cfg(feature = "rocksdb")]
 struct Lcg(u64);
 
+#[cfg(feature = "rocksdb")]
 impl Lcg {
     fn next(&mut self) -> u64 {
         self.0 = self
@@ -280,6 +282,7 @@ impl Lcg {
 }
 
 #[test]
+#[cfg(feature = "rocksdb")]
 fn under_ft_local_killed_and_restarted_volunteers_change_nothing() {
     let seed: u64 = std::env::var("G2_KILL_SEED")
         .ok()

@@ -115,6 +115,9 @@ struct ObjectSlot {
     /// the call" atomic, so that calls run in the order they were logged.
     arrival: Option<Arrival>,
     migrating: bool,
+    /// Tells this hosting apart from a later one of the same object here (an
+    /// object can come back while its transfer out is still being confirmed).
+    epoch: u64,
     task: JoinHandle<()>,
 }
 
@@ -202,6 +205,10 @@ pub(crate) struct NodeInner {
     /// Objects migrated away, and where to: requests that still reach this node
     /// for them are passed on (until the overlay routes there by itself).
     moved: Mutex<HashMap<ObjectId, Peer>>,
+    /// Transfers installed here lately: a retry of one is acknowledged, never
+    /// installed again (the object may have moved on since).
+    transfers_in: Mutex<RecentSet<(ObjectId, u64)>>,
+    next_epoch: AtomicU64,
     leaving: AtomicBool,
     /// Placement records of objects whose replica set includes this node.
     placements: Mutex<HashMap<ObjectId, crate::wire::Placement>>,
@@ -271,6 +278,8 @@ impl Node {
             call_timeout: cfg.call_timeout,
             counters: Counters::default(),
             moved: Mutex::new(HashMap::new()),
+            transfers_in: Mutex::new(RecentSet::new(TRANSFERS_REMEMBERED)),
+            next_epoch: AtomicU64::new(1),
             leaving: AtomicBool::new(false),
             placements: Mutex::new(HashMap::new()),
             failed: Mutex::new(std::collections::HashSet::new()),
@@ -945,6 +954,7 @@ impl NodeInner {
                 state,
                 policy,
                 next_call_seq,
+                transfer,
             } => {
                 let outcome = self
                     .install(
@@ -953,11 +963,16 @@ impl NodeInner {
                         &state,
                         &policy,
                         next_call_seq,
+                        transfer,
                         req.origin.id,
                     )
                     .await;
-                self.reply(&req.origin, req.id, outcome.map(|()| Vec::new()))
-                    .await;
+                // no answer while the first copy of this transfer is still being
+                // installed: the sender asks again and then hears how it went
+                if let Some(outcome) = outcome {
+                    self.reply(&req.origin, req.id, outcome.map(|()| Vec::new()))
+                        .await;
+                }
             }
             RequestKind::Call {
                 method,
@@ -1076,8 +1091,43 @@ impl NodeInner {
         Ok(())
     }
 
-    /// Installs an object migrated here (paper §3.4).
+    /// Installs an object migrated here (paper §3.4), once per transfer: `None`
+    /// while another copy of the same transfer is being installed.
+    #[allow(clippy::too_many_arguments)]
     async fn install(
+        self: &Arc<Self>,
+        id: ObjectId,
+        type_name: &str,
+        state: &[u8],
+        policy_name: &str,
+        next_call_seq: u64,
+        transfer: u64,
+        from: NodeId,
+    ) -> Option<Result<(), RemoteError>> {
+        let key = (id, transfer);
+        match lock(&self.transfers_in).get(&key) {
+            Some(true) => {
+                // a retry of a transfer installed here; the object may have moved
+                // on since, and this copy of its state is stale
+                debug!(object = %id, transfer, "transfer already installed");
+                return Some(Ok(()));
+            }
+            Some(false) => return None,
+            None => {}
+        }
+        lock(&self.transfers_in).insert(key, false);
+        let outcome = self
+            .install_once(id, type_name, state, policy_name, next_call_seq, from)
+            .await;
+        let mut seen = lock(&self.transfers_in);
+        match &outcome {
+            Ok(()) => seen.insert(key, true),
+            Err(_) => seen.remove(&key),
+        }
+        Some(outcome)
+    }
+
+    async fn install_once(
         self: &Arc<Self>,
         id: ObjectId,
         type_name: &str,
@@ -1100,10 +1150,18 @@ impl NodeInner {
                 node: self.me.id,
             })?;
         let policy = self.policy(policy_name)?;
-        if lock(&self.objects).contains_key(&id) {
-            // a retried transfer whose first attempt got through
+        if lock(&self.objects)
+            .get(&id)
+            .is_some_and(|slot| !slot.migrating)
+        {
+            // two live copies would mean a bug elsewhere: keep the one running
+            warn!(object = %id, from = %from, "object sent here again while hosted here; kept the live copy");
             return Ok(());
         }
+        // Hosted here and migrating out: the transfer got through, the object ran
+        // at the new host and has come back before this node heard the answer.
+        // The state arriving is the newer one; the frozen copy here gives way
+        // (see `migrate`).
         let obj = (entry.restore)(state).map_err(|reason| RemoteError::Decode {
             what: format!("migrated state of {type_name}"),
             reason,
@@ -1255,19 +1313,33 @@ impl NodeInner {
     /// calls that queued meanwhile to the new host. On a definite failure the
     /// object carries on here; there is never a moment with two live copies.
     async fn migrate(self: &Arc<Self>, id: ObjectId, to: Peer) -> Result<(), String> {
-        let (inbox, type_name, policy_name) = {
+        let (inbox, type_name, policy_name, epoch) = {
             let mut objects = lock(&self.objects);
             let slot = objects.get_mut(&id).ok_or("not hosted here")?;
             if slot.migrating {
                 return Err("already migrating".into());
             }
             slot.migrating = true;
-            (slot.inbox.clone(), slot.type_name, slot.policy.clone())
+            (
+                slot.inbox.clone(),
+                slot.type_name,
+                slot.policy.clone(),
+                slot.epoch,
+            )
         };
         let unmark = |me: &Arc<Self>| {
-            if let Some(slot) = lock(&me.objects).get_mut(&id) {
+            if let Some(slot) = lock(&me.objects).get_mut(&id)
+                && slot.epoch == epoch
+            {
                 slot.migrating = false;
             }
+        };
+        // Whether a newer copy of the object came back and is hosted here now
+        // (see `install`): then the frozen copy's queued calls go to it.
+        let superseded = |me: &Arc<Self>| {
+            lock(&me.objects)
+                .get(&id)
+                .is_some_and(|slot| slot.epoch != epoch)
         };
         let (snap_tx, snap_rx) = oneshot::channel();
         let (verdict_tx, verdict_rx) = oneshot::channel();
@@ -1300,6 +1372,7 @@ impl NodeInner {
             state,
             policy: policy_name,
             next_call_seq: snap.next_call_seq,
+            transfer: rand_transfer_id(),
         };
         // A timeout is ambiguous (the new host may have installed the object), so
         // the transfer is retried, never abandoned for a second live copy; only a
@@ -1312,7 +1385,19 @@ impl NodeInner {
                 .await
             {
                 Ok(_) => {
-                    lock(&self.objects).remove(&id);
+                    let still_ours = {
+                        let mut objects = lock(&self.objects);
+                        let ours = objects.get(&id).is_some_and(|slot| slot.epoch == epoch);
+                        if ours {
+                            objects.remove(&id);
+                        }
+                        ours
+                    };
+                    if !still_ours {
+                        debug!(object = %id, to = %to, "object came back while its transfer was confirmed");
+                        self.give_way(id, verdict_tx).await;
+                        return Ok(());
+                    }
                     {
                         let mut moved = lock(&self.moved);
                         if moved.len() >= LOCATION_CACHE_LIMIT {
@@ -1339,16 +1424,34 @@ impl NodeInner {
                     continue;
                 }
                 Err(e) => {
-                    let _ = verdict_tx.send(Verdict::Stay);
-                    unmark(self);
+                    if superseded(self) {
+                        self.give_way(id, verdict_tx).await;
+                    } else {
+                        let _ = verdict_tx.send(Verdict::Stay);
+                        unmark(self);
+                    }
                     return Err(e.to_string());
                 }
             }
+        }
+        if superseded(self) {
+            self.give_way(id, verdict_tx).await;
+            return Err(last);
         }
         let _ = verdict_tx.send(Verdict::Stay);
         unmark(self);
         warn!(object = %id, to = %to, "migration abandoned after repeated timeouts: {last}");
         Err(last)
+    }
+
+    /// A frozen copy whose object came back newer: its queued calls go to the
+    /// copy hosted here now, and it stops. Its records under the object's policy
+    /// are the new copy's now, so they stay.
+    async fn give_way(self: &Arc<Self>, id: ObjectId, verdict: oneshot::Sender<Verdict>) {
+        let (drained_tx, drained_rx) = oneshot::channel();
+        let _ = verdict.send(Verdict::Moved(self.me.clone(), drained_tx));
+        let _ = drained_rx.await;
+        debug!(object = %id, "frozen copy gave way to the copy that came back");
     }
 
     fn policy(&self, name: &str) -> Result<Option<Arc<dyn FaultPolicy>>, RemoteError> {
@@ -1404,6 +1507,7 @@ impl NodeInner {
                 policy: policy_name.to_string(),
                 arrival: policy.map(|p| (p, Arc::new(tokio::sync::Mutex::new(())))),
                 migrating: false,
+                epoch: self.next_epoch.fetch_add(1, Ordering::Relaxed),
                 task,
             },
         );
@@ -1487,6 +1591,11 @@ impl NodeInner {
                 oneway: inv.call.oneway,
             },
         };
+        if to.id == self.me.id {
+            // the object is hosted here again
+            Box::pin(self.dispatch(req)).await;
+            return;
+        }
         if let Err(e) = self.send_frame(to, Body::Request(req.clone())).await {
             debug!(object = %target, to = %to, "new host unreachable for a queued call ({e}); routing it");
             self.dispatch(req).await;
@@ -1796,4 +1905,50 @@ pub fn encode_result<R: serde::Serialize>(method: &str, r: &R) -> Result<Vec<u8>
         what: format!("result of {method}"),
         reason,
     })
+}
+
+/// How many installed transfers a node remembers (for retries of them).
+const TRANSFERS_REMEMBERED: usize = 4096;
+
+fn rand_transfer_id() -> u64 {
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+}
+
+/// A map that forgets its oldest entries beyond a bound.
+struct RecentSet<K> {
+    map: HashMap<K, bool>,
+    order: std::collections::VecDeque<K>,
+    bound: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> RecentSet<K> {
+    fn new(bound: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            bound,
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<bool> {
+        self.map.get(k).copied()
+    }
+
+    fn insert(&mut self, k: K, v: bool) {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+            while self.order.len() > self.bound {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, k: &K) {
+        if self.map.remove(k).is_some() {
+            self.order.retain(|o| o != k);
+        }
+    }
 }
