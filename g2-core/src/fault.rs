@@ -176,4 +176,19 @@ pub trait FaultPolicy: Send + Sync + 'static {
     async fn recover(&self, object: ObjectId) -> Result<Option<Recovery>, PolicyError>;
     /// The object left this node (migrated away); its records here may go.
     async fn on_departed(&self, object: ObjectId) -> Result<(), PolicyError>;
+    /// What of the object's records must travel with it when it migrates (the
+    /// results kept to answer duplicates, say: a call sent again after the
+    /// object moved must not run twice). Called once the object is frozen for
+    /// the transfer; the new host's policy gets it through [`Self::import`].
+    async fn export(&self, object: ObjectId) -> Result<Vec<u8>, PolicyError> {
+        let _ = object;
+        Ok(Vec::new())
+    }
+    /// Takes in what [`Self::export`] gave at the previous host; called right
+    /// after [`Self::on_activate`] for a migrated object. An error refuses the
+    /// transfer (the object stays where it was).
+    async fn import(&self, object: ObjectId, carried: &[u8]) -> Result<(), PolicyError> {
+        let _ = (object, carried);
+        Ok(())
+    }
 }

@@ -100,6 +100,9 @@ pub enum RequestKind {
         /// Names this transfer: every retry of it carries the same value, so the
         /// new host installs it at most once, even after the object moved on.
         transfer: u64,
+        /// What the policy's records carry with the object (`FaultPolicy::export`).
+        #[serde(with = "serde_bytes")]
+        carried: Vec<u8>,
     },
     /// A method call.
     Call {

@@ -172,6 +172,12 @@ struct ArrivalRec {
     oneway: bool,
 }
 
+/// What travels with a migrating object (`export` / `import`).
+#[derive(Serialize, Deserialize)]
+struct Carried {
+    kept: Vec<OutcomeRec>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct OutcomeRec {
     call_id: CallId,
@@ -632,6 +638,55 @@ impl FaultPolicy for LocalPolicy {
         self.delete_all(object, &mut b);
         self.write(b).await?;
         lock(&self.objects).remove(&object);
+        Ok(())
+    }
+
+    /// The kept results (at most `results_kept`, newest last), sealed: a call
+    /// sent again after the object moved is answered from them at the new host.
+    async fn export(&self, object: ObjectId) -> Result<Vec<u8>, PolicyError> {
+        let order: Vec<(u64, CallId)> = {
+            let st = self.state(object);
+            let st = lock(&st);
+            let skip = st.result_order.len().saturating_sub(self.cfg.results_kept);
+            st.result_order.iter().skip(skip).copied().collect()
+        };
+        let mut kept = Vec::with_capacity(order.len());
+        for (index, call_id) in order {
+            let outcome = self.stored_result(object, index)?;
+            kept.push(OutcomeRec {
+                call_id,
+                outcome: outcome.map(serde_bytes::ByteBuf::from),
+            });
+        }
+        seal(&Carried { kept })
+    }
+
+    async fn import(&self, object: ObjectId, carried: &[u8]) -> Result<(), PolicyError> {
+        if carried.is_empty() {
+            return Ok(());
+        }
+        let Carried { kept } = open(object, "carried results", carried)?;
+        let shared = self.state(object);
+        let mut b = self.batch();
+        let mut added = Vec::with_capacity(kept.len());
+        {
+            let mut st = lock(&shared);
+            for rec in kept {
+                if st.results.contains_key(&rec.call_id) {
+                    continue;
+                }
+                let index = st.next_result;
+                st.next_result += 1;
+                b.put(Space::Results, indexed(object, RESULT, index), seal(&rec)?);
+                added.push((index, rec.call_id));
+            }
+        }
+        self.write(b).await?;
+        let mut st = lock(&shared);
+        for (index, call_id) in added {
+            st.results.insert(call_id, index);
+            st.result_order.push_back((index, call_id));
+        }
         Ok(())
     }
 }

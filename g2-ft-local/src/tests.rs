@@ -282,3 +282,50 @@ async fn old_results_are_forgotten_at_checkpoints() {
         Admission::Answer(Ok(vec![9]))
     );
 }
+
+#[tokio::test]
+async fn kept_results_travel_with_a_migrating_object_so_a_resent_call_does_not_run_twice() {
+    let (here, there) = (Arc::new(MemStore::new()), Arc::new(MemStore::new()));
+    let (a, b) = (policy(&here, 100), policy(&there, 100));
+    a.on_activate(OBJ, "Counter", b"s0", 0).await.unwrap();
+    run(&a, &call(1, "add", false), b"r1").await;
+    run(&a, &call(2, "add", false), b"r2").await;
+    let carried = a.export(OBJ).await.unwrap();
+    a.on_departed(OBJ).await.unwrap();
+
+    b.on_activate(OBJ, "Counter", b"s2", 0).await.unwrap();
+    b.import(OBJ, &carried).await.unwrap();
+    // the caller of call 2 missed its reply and sends it again to the new host
+    assert_eq!(
+        b.on_arrival(OBJ, &call(2, "add", false)).await.unwrap(),
+        Admission::Answer(Ok(b"r2".to_vec()))
+    );
+    assert_eq!(
+        b.on_arrival(OBJ, &call(3, "add", false)).await.unwrap(),
+        Admission::Run
+    );
+    // and the imported results are durable at the new host
+    drop(b);
+    let b = policy(&there, 100);
+    b.recover(OBJ).await.unwrap().unwrap();
+    assert_eq!(
+        b.on_arrival(OBJ, &call(1, "add", false)).await.unwrap(),
+        Admission::Answer(Ok(b"r1".to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn damaged_carried_records_refuse_the_transfer() {
+    let (here, there) = (Arc::new(MemStore::new()), Arc::new(MemStore::new()));
+    let (a, b) = (policy(&here, 100), policy(&there, 100));
+    a.on_activate(OBJ, "Counter", b"s0", 0).await.unwrap();
+    run(&a, &call(1, "add", false), b"r1").await;
+    let mut carried = a.export(OBJ).await.unwrap();
+    let last = carried.len() - 1;
+    carried[last] ^= 0x40;
+    b.on_activate(OBJ, "Counter", b"s1", 0).await.unwrap();
+    assert!(matches!(
+        b.import(OBJ, &carried).await,
+        Err(PolicyError::Corrupt { .. })
+    ));
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Routing, pastry_for_tests};
+use common::{Routing, chord_for_tests, pastry_for_tests};
 use g2::local::{LocalConfig, LocalPolicy};
 use g2::mem::MemNetwork;
 use g2::prelude::*;
@@ -179,8 +179,33 @@ impl FtNet {
             let t = net.mem.endpoint();
             net.start(t, Arc::new(MemStore::new())).await;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        net.settle().await;
         net
+    }
+
+    /// Waits (bounded) until the live nodes agree on the roots of sample keys,
+    /// so that objects created next stay where they are created.
+    async fn settle(&self) {
+        let live: Vec<Node> = self
+            .nodes
+            .iter()
+            .map(|(n, _, _)| n.clone())
+            .filter(|n| !n.is_stopped())
+            .collect();
+        for _ in 0..400 {
+            let agreed = (0..64u128).all(|i| {
+                let key = g2::Key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+                live.iter().filter(|n| n.is_root_of(key)).count() == 1
+            }) && live
+                .iter()
+                .all(|n| n.status().neighbours.len() + 1 >= live.len());
+            if agreed {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the {:?} overlay did not settle", self.routing);
     }
 
     async fn start(&mut self, transport: g2::mem::MemTransport, store: Arc<MemStore>) -> Node {
@@ -192,8 +217,13 @@ impl FtNet {
             .find(|n| !n.is_stopped())
             .map(|n| n.peer().addr.clone());
         let b = match self.routing {
-            Routing::Pastry => {
-                let b = b.overlay(pastry_for_tests()).transport(transport);
+            Routing::Pastry | Routing::Chord => {
+                let b = if self.routing == Routing::Pastry {
+                    b.overlay(pastry_for_tests())
+                } else {
+                    b.overlay(chord_for_tests())
+                };
+                let b = b.transport(transport);
                 match bootstrap {
                     Some(a) => b.bootstrap(a),
                     None => b,
@@ -233,8 +263,10 @@ impl FtNet {
     /// its store survives.
     fn crash(&self, id: NodeId) -> (Peer, Arc<MemStore>) {
         let (node, store, alive) = self.node(id);
-        alive.store(false, Ordering::Release);
+        // the network first: nothing the dying incarnation does after this (such
+        // as failing to write to its dead disk) can reach anyone
         self.mem.kill(id);
+        alive.store(false, Ordering::Release);
         node.shutdown();
         if self.routing == Routing::TestSupport {
             self.dir.fail(id);
@@ -378,6 +410,11 @@ async fn ledger_survives_a_crash_replaying_a_long_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_survives_a_crash_on_pastry() {
     ledger_survives_crash_and_restart(Routing::Pastry, 7, 1500).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_survives_a_crash_on_chord() {
+    ledger_survives_crash_and_restart(Routing::Chord, 7, 1500).await
 }
 
 /// While a volunteer is down its objects are unavailable, not lost: a call made

@@ -629,15 +629,28 @@ impl Node {
         let inner = &self.inner;
         inner.leaving.store(true, Ordering::Release);
         let ids: Vec<ObjectId> = lock(&inner.objects).keys().copied().collect();
-        let moves = ids.into_iter().map(|id| {
-            let to = inner.successor(id);
-            async move {
-                let r = match to {
-                    Some(p) => inner.migrate(id, p).await,
-                    None => Err("no other node to take it".to_string()),
+        let moves = ids.into_iter().map(|id| async move {
+            // a successor that cannot be reached or is leaving too (the view may
+            // still hold one that left just before) gives way to the next one
+            let mut tried = Vec::new();
+            let r = loop {
+                let Some(to) = inner.successor_excluding(id, &tried) else {
+                    break Err(if tried.is_empty() {
+                        "no other node to take it".to_string()
+                    } else {
+                        format!("none of the {} next nodes took it", tried.len())
+                    });
                 };
-                (id, r)
-            }
+                if tried.len() >= 4 {
+                    break Err(format!("none of the {} next nodes took it", tried.len()));
+                }
+                tried.push(to.id);
+                match inner.migrate(id, to).await {
+                    Err(e) if e.starts_with(UNREACHABLE) => continue,
+                    r => break r,
+                }
+            };
+            (id, r)
         });
         let failed: Vec<(ObjectId, String)> = futures::future::join_all(moves)
             .await
@@ -803,6 +816,14 @@ impl NodeInner {
         }
     }
 
+    /// The node after this one for `id`, leaving out `skip`.
+    fn successor_excluding(&self, id: ObjectId, skip: &[NodeId]) -> Option<Peer> {
+        lock(&self.overlay)
+            .replica_set(id.key(), 2 + skip.len())
+            .into_iter()
+            .find(|p| p.id != self.me.id && !skip.contains(&p.id))
+    }
+
     /// The node that becomes the root of `id` when this one is gone.
     fn successor(&self, id: ObjectId) -> Option<Peer> {
         lock(&self.overlay)
@@ -955,14 +976,18 @@ impl NodeInner {
                 policy,
                 next_call_seq,
                 transfer,
+                carried,
             } => {
                 let outcome = self
                     .install(
                         req.target,
-                        &type_name,
-                        &state,
-                        &policy,
-                        next_call_seq,
+                        Transfer {
+                            type_name: &type_name,
+                            state: &state,
+                            policy_name: &policy,
+                            next_call_seq,
+                            carried: &carried,
+                        },
                         transfer,
                         req.origin.id,
                     )
@@ -1093,14 +1118,10 @@ impl NodeInner {
 
     /// Installs an object migrated here (paper §3.4), once per transfer: `None`
     /// while another copy of the same transfer is being installed.
-    #[allow(clippy::too_many_arguments)]
     async fn install(
         self: &Arc<Self>,
         id: ObjectId,
-        type_name: &str,
-        state: &[u8],
-        policy_name: &str,
-        next_call_seq: u64,
+        t: Transfer<'_>,
         transfer: u64,
         from: NodeId,
     ) -> Option<Result<(), RemoteError>> {
@@ -1116,9 +1137,7 @@ impl NodeInner {
             None => {}
         }
         lock(&self.transfers_in).insert(key, false);
-        let outcome = self
-            .install_once(id, type_name, state, policy_name, next_call_seq, from)
-            .await;
+        let outcome = self.install_once(id, t, from).await;
         let mut seen = lock(&self.transfers_in);
         match &outcome {
             Ok(()) => seen.insert(key, true),
@@ -1130,12 +1149,16 @@ impl NodeInner {
     async fn install_once(
         self: &Arc<Self>,
         id: ObjectId,
-        type_name: &str,
-        state: &[u8],
-        policy_name: &str,
-        next_call_seq: u64,
+        t: Transfer<'_>,
         from: NodeId,
     ) -> Result<(), RemoteError> {
+        let Transfer {
+            type_name,
+            state,
+            policy_name,
+            next_call_seq,
+            carried,
+        } = t;
         if self.leaving.load(Ordering::Acquire) || self.stopped.load(Ordering::Acquire) {
             return Err(RemoteError::NoRoute {
                 target: id,
@@ -1167,13 +1190,21 @@ impl NodeInner {
             reason,
         })?;
         if let Some(p) = &policy {
+            let refused = |e: crate::fault::PolicyError| RemoteError::PolicyRefused {
+                policy: policy_name.to_string(),
+                node: self.me.id,
+                reason: e.to_string(),
+            };
             p.on_activate(id, type_name, state, next_call_seq)
                 .await
-                .map_err(|e| RemoteError::PolicyRefused {
-                    policy: policy_name.to_string(),
-                    node: self.me.id,
-                    reason: e.to_string(),
-                })?;
+                .map_err(refused)?;
+            if let Err(e) = p.import(id, carried).await {
+                warn!(object = %id, from = %from, "refused a transfer: {e}");
+                if let Err(e) = p.on_departed(id).await {
+                    warn!(object = %id, "fault policy failed to drop a refused transfer: {e}");
+                }
+                return Err(refused(e));
+            }
         }
         lock(&self.moved).remove(&id);
         self.host(
@@ -1367,12 +1398,26 @@ impl NodeInner {
             }
         };
         let departed_policy = self.policy(&policy_name).ok().flatten();
+        let carried = match &departed_policy {
+            Some(p) => match p.export(id).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = verdict_tx.send(Verdict::Stay);
+                    unmark(self);
+                    return Err(format!(
+                        "the fault policy could not export its records: {e}"
+                    ));
+                }
+            },
+            None => Vec::new(),
+        };
         let kind = RequestKind::Migrate {
             type_name: type_name.to_string(),
             state,
             policy: policy_name,
             next_call_seq: snap.next_call_seq,
             transfer: rand_transfer_id(),
+            carried,
         };
         // A timeout is ambiguous (the new host may have installed the object), so
         // the transfer is retried, never abandoned for a second live copy; only a
@@ -1424,13 +1469,18 @@ impl NodeInner {
                     continue;
                 }
                 Err(e) => {
+                    let e = if matches!(e, CallError::Unreachable { .. }) {
+                        format!("{UNREACHABLE}{e}")
+                    } else {
+                        e.to_string()
+                    };
                     if superseded(self) {
                         self.give_way(id, verdict_tx).await;
                     } else {
                         let _ = verdict_tx.send(Verdict::Stay);
                         unmark(self);
                     }
-                    return Err(e.to_string());
+                    return Err(e);
                 }
             }
         }
@@ -1905,6 +1955,18 @@ pub fn encode_result<R: serde::Serialize>(method: &str, r: &R) -> Result<Vec<u8>
         what: format!("result of {method}"),
         reason,
     })
+}
+
+/// How `migrate` starts its error when the new host could not be reached.
+const UNREACHABLE: &str = "unreachable: ";
+
+/// An object arriving by migration.
+struct Transfer<'a> {
+    type_name: &'a str,
+    state: &'a [u8],
+    policy_name: &'a str,
+    next_call_seq: u64,
+    carried: &'a [u8],
 }
 
 /// How many installed transfers a node remembers (for retries of them).
