@@ -283,10 +283,15 @@ async fn old_results_are_forgotten_at_checkpoints() {
     );
 }
 
+/// The policies of an object's old and new host; the new host's store too.
+fn two_hosts() -> (Arc<MemStore>, LocalPolicy, LocalPolicy) {
+    let (here, there) = (Arc::new(MemStore::new()), Arc::new(MemStore::new()));
+    (there.clone(), policy(&here, 100), policy(&there, 100))
+}
+
 #[tokio::test]
 async fn kept_results_travel_with_a_migrating_object_so_a_resent_call_does_not_run_twice() {
-    let (here, there) = (Arc::new(MemStore::new()), Arc::new(MemStore::new()));
-    let (a, b) = (policy(&here, 100), policy(&there, 100));
+    let (there, a, b) = two_hosts();
     a.on_activate(OBJ, "Counter", b"s0", 0).await.unwrap();
     run(&a, &call(1, "add", false), b"r1").await;
     run(&a, &call(2, "add", false), b"r2").await;
@@ -316,8 +321,7 @@ async fn kept_results_travel_with_a_migrating_object_so_a_resent_call_does_not_r
 
 #[tokio::test]
 async fn damaged_carried_records_refuse_the_transfer() {
-    let (here, there) = (Arc::new(MemStore::new()), Arc::new(MemStore::new()));
-    let (a, b) = (policy(&here, 100), policy(&there, 100));
+    let (_, a, b) = two_hosts();
     a.on_activate(OBJ, "Counter", b"s0", 0).await.unwrap();
     run(&a, &call(1, "add", false), b"r1").await;
     let mut carried = a.export(OBJ).await.unwrap();

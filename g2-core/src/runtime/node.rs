@@ -826,10 +826,7 @@ impl NodeInner {
 
     /// The node that becomes the root of `id` when this one is gone.
     fn successor(&self, id: ObjectId) -> Option<Peer> {
-        lock(&self.overlay)
-            .replica_set(id.key(), 2)
-            .into_iter()
-            .find(|p| p.id != self.me.id)
+        self.successor_excluding(id, &[])
     }
 
     fn peer_unreachable(&self, id: NodeId) {
