@@ -36,9 +36,25 @@ impl Volunteer {
             .arg(dir)
             .args(["--failure-timeout-ms", "1500"])
             .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stdout(Stdio::piped());
+        // G2_TEST_LOGS=<filter> keeps each volunteer's log beside its data dir
+        // (`<data-dir>.log`, appended across restarts) for a failing run
+        match std::env::var("G2_TEST_LOGS") {
+            Ok(filter) => {
+                if let Some(parent) = dir.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.with_extension("log"))
+                    .expect("volunteer log file");
+                cmd.env("RUST_LOG", filter).stderr(log);
+            }
+            Err(_) => {
+                cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
+            }
+        }
         if let Some(b) = bootstrap {
             cmd.args(["--bootstrap", b]);
         }
@@ -93,6 +109,65 @@ impl Drop for Volunteer {
     }
 }
 
+/// A client process whose stdout and stderr are read as it runs, so that it
+/// never blocks on a full pipe however much it logs.
+struct Client {
+    child: Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Client {
+    fn spawn(cmd: &mut Command) -> Client {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("client starts");
+        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        Client {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `limit` for the client to exit; its status and its whole
+    /// stdout and stderr, or `None` (and the client killed) if it did not.
+    fn finish(mut self, limit: Duration) -> Option<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {
+        let status = wait(&mut self.child, limit);
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let out = self.stdout.join().unwrap_or_default();
+        let err = self.stderr.join().unwrap_or_default();
+        match status {
+            Some(s) => Some((s, out, err)),
+            None => {
+                eprintln!(
+                    "client did not finish within {limit:?}; its stderr:\n{}",
+                    String::from_utf8_lossy(&err)
+                );
+                None
+            }
+        }
+    }
+}
+
+fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
 fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -118,15 +193,14 @@ fn last_json(stdout: &[u8]) -> serde_json::Value {
 
 /// Waits (bounded) for the GA client to succeed and checks that it printed the
 /// same tour as the sequential run of the same parameters.
-fn assert_same_tour_as_sequential(mut client: Child, limit: Duration) {
-    let status = wait(&mut client, limit).expect("the run finishes");
-    let out = client.wait_with_output().expect("output");
+fn assert_same_tour_as_sequential(client: Client, limit: Duration) {
+    let (status, stdout, stderr) = client.finish(limit).expect("the run finishes");
     assert!(
         status.success(),
         "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&stderr)
     );
-    let distributed = last_json(&out.stdout);
+    let distributed = last_json(&stdout);
     let seq = Command::new(BIN)
         .args(GA)
         .args(["--sequential", "--json"])
@@ -167,22 +241,20 @@ fn volunteers_join_and_leave_mid_run_and_the_tour_is_unchanged() {
     }
     std::thread::sleep(Duration::from_millis(1500));
 
-    let mut client = Command::new(BIN)
-        .args([
-            "run",
-            "--connect",
-            &first.addr,
-            "--network",
-            &network,
-            "--json",
-        ])
-        .args(["--failure-timeout-ms", "1500"])
-        .args(GA)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("client starts");
+    let mut client = Client::spawn(
+        Command::new(BIN)
+            .args([
+                "run",
+                "--connect",
+                &first.addr,
+                "--network",
+                &network,
+                "--json",
+            ])
+            .args(["--failure-timeout-ms", "1500"])
+            .args(GA)
+            .env("RUST_LOG", "warn"),
+    );
     // churn while the GA runs: three join, three leave gracefully
     std::thread::sleep(Duration::from_millis(300));
     let mut joined = vec![];
@@ -199,7 +271,7 @@ fn volunteers_join_and_leave_mid_run_and_the_tour_is_unchanged() {
         std::thread::sleep(Duration::from_millis(150));
     }
     assert!(
-        matches!(client.try_wait(), Ok(None)),
+        client.running(),
         "the churn happened while the GA was still running"
     );
     assert_same_tour_as_sequential(client, Duration::from_secs(240));
@@ -217,42 +289,40 @@ fn under_ft_none_a_killed_volunteer_makes_the_client_report_the_lost_object() {
         .map(|i| Volunteer::start(&network, &base.join(format!("v{i}")), Some(&first.addr)))
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    let mut client = Command::new(BIN)
-        .args([
-            "run",
-            "--connect",
-            &first.addr,
-            "--network",
-            &network,
-            "--ft",
-            "none",
-        ])
-        .args(["--failure-timeout-ms", "1500"])
-        .args([
-            "--instance",
-            "ch150",
-            "--islands",
-            "8",
-            "--epochs",
-            "100000",
-            "--generations",
-            "1",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("client starts");
+    let client = Client::spawn(
+        Command::new(BIN)
+            .args([
+                "run",
+                "--connect",
+                &first.addr,
+                "--network",
+                &network,
+                "--ft",
+                "none",
+            ])
+            .args(["--failure-timeout-ms", "1500"])
+            .args([
+                "--instance",
+                "ch150",
+                "--islands",
+                "8",
+                "--epochs",
+                "100000",
+                "--generations",
+                "1",
+            ])
+            .env("RUST_LOG", "warn"),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     for v in &mut others {
         v.kill9();
     }
     let killed_at = Instant::now();
-    let status =
-        wait(&mut client, Duration::from_secs(60)).expect("the client gives up, not hangs");
+    let (status, _, stderr) = client
+        .finish(Duration::from_secs(60))
+        .expect("the client gives up, not hangs");
     let detected = killed_at.elapsed();
-    let out = client.wait_with_output().expect("output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&stderr);
     assert!(!status.success());
     assert!(
         stderr.contains("was lost with its volunteer"),
@@ -304,24 +374,22 @@ fn under_ft_local_killed_and_restarted_volunteers_change_nothing() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    let mut client = Command::new(BIN)
-        .args([
-            "run",
-            "--connect",
-            &first.addr,
-            "--network",
-            &network,
-            "--ft",
-            "local",
-            "--json",
-        ])
-        .args(["--failure-timeout-ms", "1500"])
-        .args(GA)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("client starts");
+    let mut client = Client::spawn(
+        Command::new(BIN)
+            .args([
+                "run",
+                "--connect",
+                &first.addr,
+                "--network",
+                &network,
+                "--ft",
+                "local",
+                "--json",
+            ])
+            .args(["--failure-timeout-ms", "1500"])
+            .args(GA)
+            .env("RUST_LOG", "warn"),
+    );
 
     // three crashes: two volunteers at seeded moments, restarted 1-3 s later,
     // then one killed again right after its restart (during recovery and replay)
@@ -344,7 +412,7 @@ fn under_ft_local_killed_and_restarted_volunteers_change_nothing() {
     eprintln!("kill -9 volunteer 2 again while it recovers, down 1s");
     restart(&mut others[1], Duration::from_secs(1));
     assert!(
-        matches!(client.try_wait(), Ok(None)),
+        client.running(),
         "the crashes happened while the GA was still running"
     );
 
