@@ -118,8 +118,15 @@ struct Client {
 }
 
 impl Client {
-    fn spawn(cmd: &mut Command) -> Client {
-        let mut child = cmd
+    /// `tsp-islands run` as a client of the network at `addr`, with `flags`
+    /// (policy, output) and the GA parameters `ga`.
+    fn run(addr: &str, network: &str, flags: &[&str], ga: &[&str]) -> Client {
+        let mut child = Command::new(BIN)
+            .args(["run", "--connect", addr, "--network", network])
+            .args(["--failure-timeout-ms", "1500"])
+            .args(flags)
+            .args(ga)
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -241,20 +248,7 @@ fn volunteers_join_and_leave_mid_run_and_the_tour_is_unchanged() {
     }
     std::thread::sleep(Duration::from_millis(1500));
 
-    let mut client = Client::spawn(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--connect",
-                &first.addr,
-                "--network",
-                &network,
-                "--json",
-            ])
-            .args(["--failure-timeout-ms", "1500"])
-            .args(GA)
-            .env("RUST_LOG", "warn"),
-    );
+    let mut client = Client::run(&first.addr, &network, &["--json"], GA);
     // churn while the GA runs: three join, three leave gracefully
     std::thread::sleep(Duration::from_millis(300));
     let mut joined = vec![];
@@ -289,29 +283,20 @@ fn under_ft_none_a_killed_volunteer_makes_the_client_report_the_lost_object() {
         .map(|i| Volunteer::start(&network, &base.join(format!("v{i}")), Some(&first.addr)))
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    let client = Client::spawn(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--connect",
-                &first.addr,
-                "--network",
-                &network,
-                "--ft",
-                "none",
-            ])
-            .args(["--failure-timeout-ms", "1500"])
-            .args([
-                "--instance",
-                "ch150",
-                "--islands",
-                "8",
-                "--epochs",
-                "100000",
-                "--generations",
-                "1",
-            ])
-            .env("RUST_LOG", "warn"),
+    let client = Client::run(
+        &first.addr,
+        &network,
+        &["--ft", "none"],
+        &[
+            "--instance",
+            "ch150",
+            "--islands",
+            "8",
+            "--epochs",
+            "100000",
+            "--generations",
+            "1",
+        ],
     );
     std::thread::sleep(Duration::from_millis(1500));
     for v in &mut others {
@@ -374,22 +359,7 @@ fn under_ft_local_killed_and_restarted_volunteers_change_nothing() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    let mut client = Client::spawn(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--connect",
-                &first.addr,
-                "--network",
-                &network,
-                "--ft",
-                "local",
-                "--json",
-            ])
-            .args(["--failure-timeout-ms", "1500"])
-            .args(GA)
-            .env("RUST_LOG", "warn"),
-    );
+    let mut client = Client::run(&first.addr, &network, &["--ft", "local", "--json"], GA);
 
     // three crashes: two volunteers at seeded moments, restarted 1-3 s later,
     // then one killed again right after its restart (during recovery and replay)
