@@ -140,6 +140,14 @@ struct ObjState {
     next_result: u64,
     since_checkpoint: u32,
     last_checkpoint: Option<Instant>,
+    /// The lowest incoming-log index that may still be in the store.
+    in_floor: u64,
+    /// The lowest outgoing-call sequence number that may still be in the store.
+    out_floor: u64,
+    /// After a restart: the logged outcomes of the outgoing calls the replay will
+    /// make again, by sequence number. Read once at recovery, so that an outgoing
+    /// call never costs a store read.
+    replay_outgoing: HashMap<u64, OutcomeRec>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -152,6 +160,10 @@ const RECORD_VERSION: u8 = 1;
 /// Batches larger than this are written off the async workers.
 const OFFLOAD_BYTES: usize = 32 * 1024;
 const SUM_LEN: usize = 16;
+/// Log truncations spanning more keys than this use one range deletion; shorter
+/// ones delete key by key (range tombstones make every later read of the
+/// memtable slower).
+const POINT_DELETES_MAX: u64 = 4096;
 
 #[derive(Serialize, Deserialize)]
 struct CheckpointRec {
@@ -241,6 +253,24 @@ fn tagged(object: ObjectId, tag: u8) -> Vec<u8> {
 const INCOMING: u8 = b'i';
 const OUTGOING: u8 = b'o';
 const RESULT: u8 = b'r';
+
+/// Deletes the log records of `object` under `tag` with indices in `from..to`.
+fn truncate(b: &mut WriteBatch, object: ObjectId, tag: u8, from: u64, to: u64) {
+    if to <= from {
+        return;
+    }
+    if to - from > POINT_DELETES_MAX {
+        b.delete_range(
+            Space::Log,
+            indexed(object, tag, from),
+            indexed(object, tag, to),
+        );
+    } else {
+        for index in from..to {
+            b.delete(Space::Log, indexed(object, tag, index));
+        }
+    }
+}
 
 fn key_index(key: &[u8]) -> Option<u64> {
     key.get(17..25)
@@ -373,6 +403,7 @@ impl FaultPolicy for LocalPolicy {
         let mut st = lock(&st);
         *st = ObjState {
             last_checkpoint: Some(Instant::now()),
+            out_floor: next_call_seq,
             ..ObjState::default()
         };
         Ok(())
@@ -499,17 +530,11 @@ impl FaultPolicy for LocalPolicy {
             b.put(Space::Checkpoints, obj_key(object).to_vec(), seal(&rec)?);
             // the calls that ran are in the state now; the ones still queued stay logged
             if let Some(done) = st.last_done {
-                b.delete_range(
-                    Space::Log,
-                    indexed(object, INCOMING, 0),
-                    indexed(object, INCOMING, done + 1),
-                );
+                truncate(&mut b, object, INCOMING, st.in_floor, done + 1);
+                st.in_floor = st.in_floor.max(done + 1);
             }
-            b.delete_range(
-                Space::Log,
-                indexed(object, OUTGOING, 0),
-                indexed(object, OUTGOING, next_call_seq),
-            );
+            truncate(&mut b, object, OUTGOING, st.out_floor, next_call_seq);
+            st.out_floor = st.out_floor.max(next_call_seq);
             let mut dropped = Vec::new();
             while st.result_order.len() > self.cfg.results_kept {
                 if let Some((index, call)) = st.result_order.pop_front() {
@@ -534,10 +559,17 @@ impl FaultPolicy for LocalPolicy {
         caller: ObjectId,
         call: &OutgoingCall,
     ) -> Result<OutgoingDecision, PolicyError> {
-        let key = indexed(caller, OUTGOING, call.call_id.seq);
-        match self.store.get(Space::Log, &key)? {
-            Some(bytes) => {
-                let rec: OutcomeRec = open(caller, "outgoing-call record", &bytes)?;
+        let logged = {
+            let st = self.state(caller);
+            let mut st = lock(&st);
+            if st.replay_outgoing.is_empty() {
+                None
+            } else {
+                st.replay_outgoing.remove(&call.call_id.seq)
+            }
+        };
+        match logged {
+            Some(rec) => {
                 if rec.call_id != call.call_id {
                     return Err(PolicyError::Corrupt {
                         object: caller,
@@ -600,6 +632,8 @@ impl FaultPolicy for LocalPolicy {
         let mut st = ObjState {
             next_arrival: ckpt.next_arrival,
             last_checkpoint: Some(Instant::now()),
+            in_floor: ckpt.next_arrival,
+            out_floor: ckpt.next_call_seq,
             ..ObjState::default()
         };
         let mut replay = Vec::new();
@@ -608,6 +642,7 @@ impl FaultPolicy for LocalPolicy {
         {
             st.pending.insert(rec.call_id, index);
             st.next_arrival = st.next_arrival.max(index + 1);
+            st.in_floor = st.in_floor.min(index);
             replay.push(IncomingCall {
                 call_id: rec.call_id,
                 method: rec.method,
@@ -616,7 +651,12 @@ impl FaultPolicy for LocalPolicy {
             });
         }
         // checked now, so that a damaged one makes the object lost, not a replay wrong
-        self.records::<OutcomeRec>(object, Space::Log, OUTGOING, "outgoing-call record")?;
+        for (seq, rec) in
+            self.records::<OutcomeRec>(object, Space::Log, OUTGOING, "outgoing-call record")?
+        {
+            st.out_floor = st.out_floor.min(seq);
+            st.replay_outgoing.insert(seq, rec);
+        }
         for (index, rec) in
             self.records::<OutcomeRec>(object, Space::Results, RESULT, "kept result")?
         {

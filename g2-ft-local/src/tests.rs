@@ -91,6 +91,20 @@ async fn a_checkpoint_truncates_the_log_but_keeps_queued_calls() {
         1,
         "only the queued call is still logged"
     );
+    // the restarted host replays call 3, logs call 4 and checkpoints: the log
+    // is empty again, the record logged before the restart included
+    let c3 = call(3, "add", false);
+    p.before_call(OBJ, &c3).await.unwrap();
+    p.after_call(OBJ, &c3, &Ok(b"r3".to_vec())).await.unwrap();
+    assert!(run(&p, &call(4, "add", false), b"r4").await);
+    p.checkpoint(OBJ, "Counter", b"s4", 9).await.unwrap();
+    assert!(
+        store
+            .scan_prefix(Space::Log, &obj_key(OBJ))
+            .unwrap()
+            .is_empty(),
+        "every call that ran is covered by the checkpoint"
+    );
 }
 
 #[tokio::test]
@@ -147,14 +161,23 @@ async fn outgoing_calls_are_answered_from_the_log_until_a_checkpoint_covers_them
     p.after_outgoing(OBJ, out.call_id, &Ok(b"answer".to_vec()))
         .await
         .unwrap();
+    // a restart: the replay's outgoing call is answered from the log, once
     let p2 = policy(&store, 100);
+    p2.recover(OBJ).await.unwrap().expect("a checkpoint");
     assert_eq!(
         p2.before_outgoing(OBJ, &out).await.unwrap(),
         OutgoingDecision::Answer(Ok(b"answer".to_vec()))
     );
+    // a checkpoint covering the call truncates its record
     p.checkpoint(OBJ, "T", b"s", 1).await.unwrap();
     assert_eq!(
         p.before_outgoing(OBJ, &out).await.unwrap(),
+        OutgoingDecision::Send
+    );
+    let p3 = policy(&store, 100);
+    p3.recover(OBJ).await.unwrap().expect("a checkpoint");
+    assert_eq!(
+        p3.before_outgoing(OBJ, &out).await.unwrap(),
         OutgoingDecision::Send
     );
 }

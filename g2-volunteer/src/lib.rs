@@ -26,7 +26,7 @@ use std::time::Duration;
 use g2::quic::{NodeKey, QuicConfig, QuicTransport};
 use g2::{Node, NodeAddr, NodeBuilder, NodeStatus, WithNetwork, WithOverlay, WithTransport};
 use serde::Deserialize;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The routing overlay of a volunteer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -305,6 +305,7 @@ impl Volunteer {
             serde_json::to_vec(&for_status.status()).unwrap_or_default()
         });
         info!(id = %node.id(), addr = %transport.local_addr(), network = %cfg.network, "volunteer running");
+        tokio::spawn(watch_for_stalls(node.clone()));
         Ok(Self { node, transport })
     }
 
@@ -324,6 +325,23 @@ impl Volunteer {
         info!(id = %self.node.id(), "shutting down: migrating objects away");
         self.node.leave().await?;
         Ok(())
+    }
+}
+
+/// Warns when this volunteer's async runtime falls far behind its timers: while
+/// it does, heartbeats go unanswered and its neighbours may declare it failed.
+async fn watch_for_stalls(node: Node) {
+    const TICK: Duration = Duration::from_millis(250);
+    const STALL: Duration = Duration::from_secs(1);
+    let mut last = tokio::time::Instant::now();
+    while !node.is_stopped() {
+        tokio::time::sleep(TICK).await;
+        let now = tokio::time::Instant::now();
+        let late = now.duration_since(last).saturating_sub(TICK);
+        if late > STALL {
+            warn!(id = %node.id(), "the async runtime stalled for {late:?}: timers and network frames waited");
+        }
+        last = now;
     }
 }
 

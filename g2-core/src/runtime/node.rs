@@ -45,6 +45,9 @@ const RESEND_MAX: Duration = Duration::from_secs(8);
 /// for views of the ring that still disagree (a volunteer restarting with its
 /// old id) and asked again.
 const NOT_FOUND_GRACE: Duration = Duration::from_secs(15);
+/// Handling one frame or sending one overlay message for longer than this is
+/// logged: everything behind it waited.
+const SLOW_HANDLING: Duration = Duration::from_millis(500);
 
 /// Counters a node keeps about its work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -1771,7 +1774,13 @@ async fn receive_loop(node: Weak<NodeInner>, transport: Arc<dyn Transport>) {
             }
         };
         let Some(inner) = node.upgrade() else { return };
+        let from = incoming.from.id;
+        let started = Instant::now();
         inner.handle_incoming(incoming).await;
+        let took = started.elapsed();
+        if took > SLOW_HANDLING {
+            warn!(%from, "handling a frame took {took:?}; frames behind it waited");
+        }
     }
 }
 
@@ -1798,7 +1807,13 @@ async fn overlay_loop(node: Weak<NodeInner>, wake_signal: Arc<Notify>) {
             (transmits, events, deadline)
         };
         for t in transmits {
-            if let Err(e) = inner.send_frame(&t.to, Body::Overlay(t.payload)).await {
+            let started = Instant::now();
+            let sent = inner.send_frame(&t.to, Body::Overlay(t.payload)).await;
+            let took = started.elapsed();
+            if took > SLOW_HANDLING {
+                warn!(to = %t.to, "sending an overlay message took {took:?}");
+            }
+            if let Err(e) = sent {
                 debug!(to = %t.to, "overlay message not delivered: {e}");
                 lock(&inner.overlay).peer_unreachable(Instant::now(), t.to.id);
             }
