@@ -43,3 +43,5 @@ bench: deps
 	$(CARGO) run --release -p tsp-islands -- --overhead --nodes 1 --instance ch150 --repeat 7 --json
 	$(CARGO) run --release -p g2-volunteer --no-default-features --example netbench -- --placement both --json
 	$(CARGO) run --release -p g2-volunteer --example ft_bench -- --calls 2000 --objects 100 --json
+	$(CARGO) run --release -p tsp-islands -- --ft-overhead --instance ch150 --nodes 4 --islands 8 --epochs 50 --generations 20 --checkpoint-every 10 --repeat 5 --json
+	$(CARGO) run --release -p tsp-islands -- --ft-overhead --instance ch150 --nodes 4 --islands 8 --epochs 50 --generations 20 --checkpoint-every 100 --repeat 5 --json

@@ -51,7 +51,7 @@ enum Command {
     Volunteer(g2_volunteer::VolunteerArgs),
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 struct Args {
     /// A TSPLIB EUC_2D file, or the name of a shipped instance (berlin52, eil51, st70, ch150).
     #[arg(long, default_value = "berlin52")]
@@ -85,7 +85,12 @@ struct Args {
     /// their ratio (the framework's overhead).
     #[arg(long, conflicts_with_all = ["sequential", "svg"])]
     overhead: bool,
-    /// Repetitions of each side for `--overhead`.
+    /// Benchmark: alternate `--ft none` and `--ft local` (with `--checkpoint-every`
+    /// and `--durability`) on the in-process network `--repeat` times and print
+    /// the median wall times and their ratio (the cost of local fault tolerance).
+    #[arg(long, conflicts_with_all = ["sequential", "svg", "overhead", "connect"])]
+    ft_overhead: bool,
+    /// Repetitions of each side for `--overhead` and `--ft-overhead`.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
     /// Run as a client of a real network, joining through the volunteer at ADDR
@@ -533,6 +538,71 @@ fn overhead(args: &Args, instance: &Instance, params: GaParams) -> Result<(), St
     Ok(())
 }
 
+/// `--ft-overhead`: the same in-process run under `none` and under `local`,
+/// alternating so both see the same machine conditions.
+fn ft_overhead(args: &Args, instance: &Instance, params: GaParams) -> Result<(), String> {
+    #[cfg(not(feature = "rocksdb"))]
+    {
+        let _ = (args, instance, params);
+        Err(NO_ROCKSDB.into())
+    }
+    #[cfg(feature = "rocksdb")]
+    {
+        let hidden = ProgressBar::hidden();
+        let none = Args {
+            ft: "none".into(),
+            ..args.clone()
+        };
+        let local = Args {
+            ft: "local".into(),
+            ..args.clone()
+        };
+        let (mut plain, mut logged) = (Vec::new(), Vec::new());
+        for _ in 0..args.repeat.max(1) {
+            let a = run_once(&none, false, instance, params, &hidden)?;
+            let b = run_once(&local, false, instance, params, &hidden)?;
+            if tour_blake3(&a.tour) != tour_blake3(&b.tour) {
+                return Err("the run under local found a different tour than under none".into());
+            }
+            plain.push(a.elapsed.as_secs_f64() * 1000.0);
+            logged.push(b.elapsed.as_secs_f64() * 1000.0);
+        }
+        let (n, l) = (median_ms(plain), median_ms(logged));
+        println!(
+            "{}: {} islands x {} epochs x {} generations on {} in-process node(s), {} repeats: none {n:.1} ms, local (checkpoint every {} calls, durability {}) {l:.1} ms, ratio {:.3}",
+            instance.name,
+            args.islands,
+            args.epochs,
+            args.generations,
+            args.nodes.max(1),
+            args.repeat.max(1),
+            args.checkpoint_every,
+            args.durability,
+            l / n
+        );
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "experiment": "ft_overhead",
+                    "instance": instance.name,
+                    "nodes": args.nodes.max(1),
+                    "islands": args.islands,
+                    "epochs": args.epochs,
+                    "generations": args.generations,
+                    "repeat": args.repeat.max(1),
+                    "checkpoint_every": args.checkpoint_every,
+                    "durability": args.durability.to_string(),
+                    "none_ms": n,
+                    "local_ms": l,
+                    "ratio": l / n,
+                })
+            );
+        }
+        Ok(())
+    }
+}
+
 /// `tsp-islands volunteer`: a volunteer host with the island type linked in.
 fn volunteer(args: &g2_volunteer::VolunteerArgs) -> Result<(), String> {
     g2_volunteer::init_logging();
@@ -581,6 +651,9 @@ fn run(args: &Args) -> Result<(), String> {
     };
     if args.overhead {
         return overhead(args, &instance, params);
+    }
+    if args.ft_overhead {
+        return ft_overhead(args, &instance, params);
     }
     let bar = progress(args.epochs, args.json);
     let outcome = run_once(args, args.sequential, &instance, params, &bar)?;

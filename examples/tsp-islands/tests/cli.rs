@@ -149,3 +149,20 @@ fn svg_output_draws_the_tour() {
     assert!(svg.contains("eil51"));
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+#[cfg(feature = "rocksdb")]
+fn ft_overhead_times_both_policies_on_the_same_tour() {
+    let mut args = SHORT.to_vec();
+    args.extend(["--ft-overhead", "--repeat", "1", "--nodes", "2"]);
+    args.extend(["--checkpoint-every", "2"]);
+    let v = json(&args);
+    assert_eq!(v["experiment"], "ft_overhead");
+    assert_eq!(v["checkpoint_every"], 2);
+    let (none, local) = (
+        v["none_ms"].as_f64().unwrap(),
+        v["local_ms"].as_f64().unwrap(),
+    );
+    assert!(none > 0.0 && local > 0.0);
+    assert!((v["ratio"].as_f64().unwrap() - local / none).abs() < 1e-9);
+}

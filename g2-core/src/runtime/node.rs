@@ -1421,10 +1421,28 @@ impl NodeInner {
         };
         // A timeout is ambiguous (the new host may have installed the object), so
         // the transfer is retried, never abandoned for a second live copy; only a
-        // definite refusal or an unreachable host lets the object stay.
+        // definite refusal or an unreachable host lets the object stay. Under a
+        // policy that keeps objects across restarts an unreachable host may have
+        // installed the object durably before it went down, so the transfer is
+        // retried (the object stays frozen, its calls queued) until the host
+        // answers, unless this node stops or leaves.
+        let durable = departed_policy.is_some();
         let mut last = String::new();
-        for attempt in 0..5u32 {
-            let timeout = Some(self.call_timeout.min(Duration::from_secs(5)) * (attempt + 1));
+        let mut attempt = 0u32;
+        loop {
+            let persist = durable
+                && !self.stopped.load(Ordering::Acquire)
+                && !self.leaving.load(Ordering::Acquire);
+            if attempt >= 5 && !persist {
+                break;
+            }
+            if attempt > 0 && superseded(self) {
+                self.give_way(id, verdict_tx).await;
+                return Err(last);
+            }
+            let timeout =
+                Some(self.call_timeout.min(Duration::from_secs(5)) * (attempt.min(4) + 1));
+            attempt += 1;
             match self
                 .request(id, kind.clone(), "migrate", timeout, Some(to.clone()))
                 .await
@@ -1466,6 +1484,16 @@ impl NodeInner {
                 }
                 Err(CallError::Timeout { .. }) => {
                     last = "transfer timed out".into();
+                    continue;
+                }
+                Err(e @ CallError::Unreachable { .. }) if persist => {
+                    if superseded(self) {
+                        self.give_way(id, verdict_tx).await;
+                        return Err(e.to_string());
+                    }
+                    debug!(object = %id, to = %to, "new host unreachable during a transfer ({e}); asking again");
+                    last = format!("{UNREACHABLE}{e}");
+                    tokio::time::sleep(Duration::from_millis(250) * attempt.min(8)).await;
                     continue;
                 }
                 Err(e) => {
