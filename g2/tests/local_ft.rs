@@ -135,6 +135,9 @@ const NETWORK: &str = "ledger.test";
 struct Disk {
     inner: Arc<MemStore>,
     alive: Arc<AtomicBool>,
+    /// Armed: the process dies right after its first checkpoint write succeeds
+    /// (its disk and then this hook, which takes it off the network).
+    die_after_checkpoint: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Store for Disk {
@@ -145,7 +148,28 @@ impl Store for Disk {
         if !self.alive.load(Ordering::Acquire) {
             return Err(g2::store::StoreError::Backend("the process is dead".into()));
         }
-        self.inner.write(batch)
+        let checkpoint = batch.ops.iter().any(|op| {
+            matches!(
+                op,
+                g2::store::BatchOp::Put {
+                    space: Space::Checkpoints,
+                    ..
+                }
+            )
+        });
+        self.inner.write(batch)?;
+        if checkpoint {
+            let hook = self
+                .die_after_checkpoint
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(die) = hook {
+                self.alive.store(false, Ordering::Release);
+                die();
+            }
+        }
+        Ok(())
     }
     fn scan_prefix(
         &self,
@@ -209,6 +233,17 @@ impl FtNet {
     }
 
     async fn start(&mut self, transport: g2::mem::MemTransport, store: Arc<MemStore>) -> Node {
+        self.start_with(transport, store, None).await
+    }
+
+    /// As `start`; `die` (if any) runs as the node dies right after its first
+    /// checkpoint write.
+    async fn start_with(
+        &mut self,
+        transport: g2::mem::MemTransport,
+        store: Arc<MemStore>,
+        die: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Node {
         let b = Node::builder().network(NETWORK);
         let bootstrap = self
             .nodes
@@ -235,6 +270,7 @@ impl FtNet {
         let disk: Arc<dyn Store> = Arc::new(Disk {
             inner: store.clone(),
             alive: alive.clone(),
+            die_after_checkpoint: std::sync::Mutex::new(die),
         });
         let node = b
             .shared_store(disk.clone())
@@ -442,6 +478,98 @@ async fn calls_during_an_outage_wait_for_the_restart() {
         .unwrap()
         .expect("the call completes after the restart");
     assert_eq!(sink.seen().await.unwrap(), vec![1, 2]);
+}
+
+/// A volunteer dies right after it stored an object moving to it, before the
+/// old host heard that it did. The old host keeps its copy frozen and asks again
+/// instead of running it (its calls queue), so when the volunteer comes back
+/// with the object there is one live copy: no add is lost or applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_host_that_dies_mid_transfer_comes_back_with_the_only_copy() {
+    let mut net = FtNet::new(Routing::TestSupport, 3, config(5)).await;
+    let client = net.nodes[0].0.clone();
+    let sink_id = id_not_rooted_at(&client);
+    let sink: SinkRef = client.create_with_id::<SinkObj>(sink_id, ()).await.unwrap();
+    let ledger_id = id_not_rooted_at(&client);
+    let ledger: LedgerRef = client
+        .create_with_id::<LedgerObj>(ledger_id, sink.clone())
+        .await
+        .unwrap();
+    let feeder_id = id_not_rooted_at(&client);
+    let feeder: FeederRef = client
+        .create_with_id::<FeederObj>(feeder_id, ())
+        .await
+        .unwrap();
+    let old_host = net.host_of(ledger_id).expect("the ledger is hosted");
+    let feeding = {
+        let (f, l) = (feeder.clone(), ledger.clone());
+        tokio::spawn(async move { f.feed(l, 1, 120).await })
+    };
+    for _ in 0..2000 {
+        if ledger.totals().await.unwrap().1 >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    // a volunteer whose id is the ledger's key joins: the ledger moves to it,
+    // and it dies as soon as the ledger's checkpoint is on its disk
+    let newcomer = NodeId::from_u128(ledger_id.as_u128());
+    let died = Arc::new(AtomicBool::new(false));
+    let die = {
+        let (mem, died) = (net.mem.clone(), died.clone());
+        Box::new(move || {
+            mem.kill(newcomer);
+            died.store(true, Ordering::Release);
+        })
+    };
+    let t = net.mem.endpoint_with_id(newcomer);
+    let node = net
+        .start_with(t, Arc::new(MemStore::new()), Some(die))
+        .await;
+    for _ in 0..2000 {
+        if died.load(Ordering::Acquire) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        died.load(Ordering::Acquire),
+        "the ledger moved to the newcomer"
+    );
+    let (peer, store) = net.crash(node.id());
+    // down past the transfer's first timeout (5 s): the old host's next attempt
+    // finds the newcomer unreachable
+    tokio::time::sleep(Duration::from_millis(5600)).await;
+    let served = old_host.stats().calls_served;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        old_host.stats().calls_served,
+        served,
+        "the old host runs no call on its frozen copy while the newcomer is down"
+    );
+
+    let back = net.restart(peer, store).await;
+    let acked = feeding
+        .await
+        .unwrap()
+        .expect("feed call")
+        .expect("every add acknowledged");
+    assert_eq!(acked.len(), 120);
+    let hosts: Vec<NodeId> = net
+        .nodes
+        .iter()
+        .map(|(n, _, _)| n)
+        .filter(|n| !n.is_stopped())
+        .filter(|n| n.hosted_objects().iter().any(|(id, _)| *id == ledger_id))
+        .map(|n| n.id())
+        .collect();
+    assert_eq!(hosts, vec![back.id()], "one live copy, at the newcomer");
+    let (total, applied) = ledger.totals().await.unwrap();
+    let seen = sink.seen().await.unwrap();
+    assert_eq!(applied, 120, "each acknowledged add applied exactly once");
+    assert_eq!(total, acked.iter().sum::<u64>());
+    assert_eq!(seen, acked, "the sink saw each add once, in order");
 }
 
 /// A volunteer that never returns: callers get `Unavailable` at their deadline,
