@@ -167,6 +167,17 @@ impl Client {
     }
 }
 
+/// One multi-process network at a time: each test starts up to nine processes,
+/// and three networks at once on a 2-core machine starve them all.
+static ONE_NETWORK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_network_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // a failed test poisons the lock; the next one still runs alone
+    ONE_NETWORK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
 fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
@@ -257,6 +268,7 @@ const LOCAL_GA: &[&str] = &[
 
 #[test]
 fn volunteers_join_and_leave_mid_run_and_the_tour_is_unchanged() {
+    let _alone = one_network_at_a_time();
     let base = scratch("churn");
     let network = format!("tsp-churn-{}", std::process::id());
     let first = Volunteer::start(&network, &base.join("v0"), None);
@@ -298,6 +310,7 @@ fn volunteers_join_and_leave_mid_run_and_the_tour_is_unchanged() {
 
 #[test]
 fn under_ft_none_a_killed_volunteer_makes_the_client_report_the_lost_object() {
+    let _alone = one_network_at_a_time();
     let base = scratch("kill");
     let network = format!("tsp-kill-{}", std::process::id());
     let first = Volunteer::start(&network, &base.join("v0"), None);
@@ -361,6 +374,7 @@ impl Lcg {
 #[test]
 #[cfg(feature = "rocksdb")]
 fn under_ft_local_killed_and_restarted_volunteers_change_nothing() {
+    let _alone = one_network_at_a_time();
     let seed: u64 = std::env::var("G2_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
