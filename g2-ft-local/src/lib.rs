@@ -254,11 +254,14 @@ const INCOMING: u8 = b'i';
 const OUTGOING: u8 = b'o';
 const RESULT: u8 = b'r';
 
-/// Deletes the log records of `object` under `tag` with indices in `from..to`.
-fn truncate(b: &mut WriteBatch, object: ObjectId, tag: u8, from: u64, to: u64) {
+/// Deletes the log records of `object` under `tag` with indices from `*floor`
+/// (the lowest that may still be stored) up to `to`, and raises the floor.
+fn truncate(b: &mut WriteBatch, object: ObjectId, tag: u8, floor: &mut u64, to: u64) {
+    let from = *floor;
     if to <= from {
         return;
     }
+    *floor = to;
     if to - from > POINT_DELETES_MAX {
         b.delete_range(
             Space::Log,
@@ -530,11 +533,9 @@ impl FaultPolicy for LocalPolicy {
             b.put(Space::Checkpoints, obj_key(object).to_vec(), seal(&rec)?);
             // the calls that ran are in the state now; the ones still queued stay logged
             if let Some(done) = st.last_done {
-                truncate(&mut b, object, INCOMING, st.in_floor, done + 1);
-                st.in_floor = st.in_floor.max(done + 1);
+                truncate(&mut b, object, INCOMING, &mut st.in_floor, done + 1);
             }
-            truncate(&mut b, object, OUTGOING, st.out_floor, next_call_seq);
-            st.out_floor = st.out_floor.max(next_call_seq);
+            truncate(&mut b, object, OUTGOING, &mut st.out_floor, next_call_seq);
             let mut dropped = Vec::new();
             while st.result_order.len() > self.cfg.results_kept {
                 if let Some((index, call)) = st.result_order.pop_front() {
@@ -559,15 +560,9 @@ impl FaultPolicy for LocalPolicy {
         caller: ObjectId,
         call: &OutgoingCall,
     ) -> Result<OutgoingDecision, PolicyError> {
-        let logged = {
-            let st = self.state(caller);
-            let mut st = lock(&st);
-            if st.replay_outgoing.is_empty() {
-                None
-            } else {
-                st.replay_outgoing.remove(&call.call_id.seq)
-            }
-        };
+        let logged = lock(&self.state(caller))
+            .replay_outgoing
+            .remove(&call.call_id.seq);
         match logged {
             Some(rec) => {
                 if rec.call_id != call.call_id {

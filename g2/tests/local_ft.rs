@@ -335,6 +335,16 @@ fn id_not_rooted_at(client: &Node) -> ObjectId {
     }
 }
 
+/// Creates a `T` from `client` under an id whose root is not `client`.
+async fn create_away<T: Object>(client: &Node, init: T::Init) -> (ObjectId, T::Ref) {
+    let id = id_not_rooted_at(client);
+    let r = client
+        .create_with_id::<T>(id, init)
+        .await
+        .unwrap_or_else(|e| panic!("creating a {}: {e}", T::TYPE_NAME));
+    (id, r)
+}
+
 fn config(every: u32) -> LocalConfig {
     LocalConfig {
         checkpoint_every_calls: every,
@@ -350,26 +360,11 @@ const PER_FEEDER: u64 = 150;
 async fn ledger_survives_crash_and_restart(routing: Routing, every: u32, down_ms: u64) {
     let mut net = FtNet::new(routing, 4, config(every)).await;
     let client = net.nodes[0].0.clone();
-    let sink_id = id_not_rooted_at(&client);
-    client
-        .create_with_id::<SinkObj>(sink_id, ())
-        .await
-        .expect("sink created");
-    let sink: SinkRef = client.reference(sink_id);
-    let ledger_id = id_not_rooted_at(&client);
-    let ledger: LedgerRef = client
-        .create_with_id::<LedgerObj>(ledger_id, sink.clone())
-        .await
-        .expect("ledger created");
+    let (_, sink) = create_away::<SinkObj>(&client, ()).await;
+    let (ledger_id, ledger) = create_away::<LedgerObj>(&client, sink.clone()).await;
     let mut feeders = Vec::new();
     for _ in 0..3 {
-        let id = id_not_rooted_at(&client);
-        feeders.push(
-            client
-                .create_with_id::<FeederObj>(id, ())
-                .await
-                .expect("feeder created"),
-        );
+        feeders.push(create_away::<FeederObj>(&client, ()).await.1);
     }
     let ledger_host = net.host_of(ledger_id).expect("the ledger is hosted");
     assert_ne!(ledger_host.id(), client.id());
@@ -459,8 +454,7 @@ async fn ledger_survives_a_crash_on_chord() {
 async fn calls_during_an_outage_wait_for_the_restart() {
     let mut net = FtNet::new(Routing::TestSupport, 3, config(5)).await;
     let client = net.nodes[0].0.clone();
-    let sink_id = id_not_rooted_at(&client);
-    let sink: SinkRef = client.create_with_id::<SinkObj>(sink_id, ()).await.unwrap();
+    let (sink_id, sink) = create_away::<SinkObj>(&client, ()).await;
     sink.record(1).await.unwrap();
     let host = net.host_of(sink_id).unwrap();
     let (peer, store) = net.crash(host.id());
@@ -488,18 +482,9 @@ async fn calls_during_an_outage_wait_for_the_restart() {
 async fn a_new_host_that_dies_mid_transfer_comes_back_with_the_only_copy() {
     let mut net = FtNet::new(Routing::TestSupport, 3, config(5)).await;
     let client = net.nodes[0].0.clone();
-    let sink_id = id_not_rooted_at(&client);
-    let sink: SinkRef = client.create_with_id::<SinkObj>(sink_id, ()).await.unwrap();
-    let ledger_id = id_not_rooted_at(&client);
-    let ledger: LedgerRef = client
-        .create_with_id::<LedgerObj>(ledger_id, sink.clone())
-        .await
-        .unwrap();
-    let feeder_id = id_not_rooted_at(&client);
-    let feeder: FeederRef = client
-        .create_with_id::<FeederObj>(feeder_id, ())
-        .await
-        .unwrap();
+    let (_, sink) = create_away::<SinkObj>(&client, ()).await;
+    let (ledger_id, ledger) = create_away::<LedgerObj>(&client, sink.clone()).await;
+    let (_, feeder) = create_away::<FeederObj>(&client, ()).await;
     let old_host = net.host_of(ledger_id).expect("the ledger is hosted");
     let feeding = {
         let (f, l) = (feeder.clone(), ledger.clone());
@@ -578,8 +563,7 @@ async fn a_new_host_that_dies_mid_transfer_comes_back_with_the_only_copy() {
 async fn a_volunteer_that_stays_down_makes_calls_unavailable_not_lost() {
     let net = FtNet::new(Routing::TestSupport, 3, config(5)).await;
     let client = net.nodes[0].0.clone();
-    let sink_id = id_not_rooted_at(&client);
-    let sink: SinkRef = client.create_with_id::<SinkObj>(sink_id, ()).await.unwrap();
+    let (sink_id, sink) = create_away::<SinkObj>(&client, ()).await;
     sink.record(1).await.unwrap();
     let host = net.host_of(sink_id).unwrap();
     net.crash(host.id());
@@ -598,8 +582,7 @@ async fn a_volunteer_that_stays_down_makes_calls_unavailable_not_lost() {
 async fn a_corrupt_checkpoint_makes_the_object_lost() {
     let mut net = FtNet::new(Routing::TestSupport, 3, config(1)).await;
     let client = net.nodes[0].0.clone();
-    let sink_id = id_not_rooted_at(&client);
-    let sink: SinkRef = client.create_with_id::<SinkObj>(sink_id, ()).await.unwrap();
+    let (sink_id, sink) = create_away::<SinkObj>(&client, ()).await;
     sink.record(1).await.unwrap();
     let host = net.host_of(sink_id).unwrap();
     let (peer, store) = net.crash(host.id());

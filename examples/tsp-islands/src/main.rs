@@ -491,23 +491,62 @@ fn median_ms(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Runs `a` and `b` (each `(args, sequential)`) one after the other `--repeat`
+/// times, so both see the same machine conditions; fails with `differ` if they
+/// find different tours; the median wall times of each, in ms.
+fn alternate(
+    a: (&Args, bool),
+    b: (&Args, bool),
+    instance: &Instance,
+    params: GaParams,
+    differ: &str,
+) -> Result<(f64, f64), String> {
+    let hidden = ProgressBar::hidden();
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..a.0.repeat.max(1) {
+        let ra = run_once(a.0, a.1, instance, params, &hidden)?;
+        let rb = run_once(b.0, b.1, instance, params, &hidden)?;
+        if tour_blake3(&ra.tour) != tour_blake3(&rb.tour) {
+            return Err(differ.into());
+        }
+        ta.push(ra.elapsed.as_secs_f64() * 1000.0);
+        tb.push(rb.elapsed.as_secs_f64() * 1000.0);
+    }
+    Ok((median_ms(ta), median_ms(tb)))
+}
+
+/// A benchmark's `--json` line: the run's shape and `figures`.
+fn experiment_json(
+    name: &str,
+    args: &Args,
+    instance: &Instance,
+    figures: serde_json::Value,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "experiment": name,
+        "instance": instance.name,
+        "nodes": args.nodes.max(1),
+        "islands": args.islands,
+        "epochs": args.epochs,
+        "generations": args.generations,
+        "repeat": args.repeat.max(1),
+    });
+    if let (Some(all), serde_json::Value::Object(more)) = (v.as_object_mut(), figures) {
+        all.extend(more);
+    }
+    v
+}
+
 /// `--overhead`: the framework against plain sequential Rust, same parameters,
 /// alternating so both see the same machine conditions.
 fn overhead(args: &Args, instance: &Instance, params: GaParams) -> Result<(), String> {
-    let hidden = ProgressBar::hidden();
-    let (mut seq, mut net) = (Vec::new(), Vec::new());
-    let mut hashes = Vec::new();
-    for _ in 0..args.repeat.max(1) {
-        let s = run_once(args, true, instance, params, &hidden)?;
-        let n = run_once(args, false, instance, params, &hidden)?;
-        seq.push(s.elapsed.as_secs_f64() * 1000.0);
-        net.push(n.elapsed.as_secs_f64() * 1000.0);
-        hashes.push((tour_blake3(&s.tour), tour_blake3(&n.tour)));
-    }
-    if hashes.iter().any(|(a, b)| a != b) {
-        return Err("the network run and the sequential run found different tours".into());
-    }
-    let (s, n) = (median_ms(seq), median_ms(net));
+    let (s, n) = alternate(
+        (args, true),
+        (args, false),
+        instance,
+        params,
+        "the network run and the sequential run found different tours",
+    )?;
     println!(
         "{}: {} islands x {} epochs x {} generations, {} repeats: sequential {s:.1} ms, {} in-process node(s) {n:.1} ms, ratio {:.3}",
         instance.name,
@@ -521,18 +560,16 @@ fn overhead(args: &Args, instance: &Instance, params: GaParams) -> Result<(), St
     if args.json {
         println!(
             "{}",
-            serde_json::json!({
-                "experiment": "overhead",
-                "instance": instance.name,
-                "nodes": args.nodes.max(1),
-                "islands": args.islands,
-                "epochs": args.epochs,
-                "generations": args.generations,
-                "repeat": args.repeat.max(1),
-                "sequential_ms": s,
-                "network_ms": n,
-                "ratio": n / s,
-            })
+            experiment_json(
+                "overhead",
+                args,
+                instance,
+                serde_json::json!({
+                    "sequential_ms": s,
+                    "network_ms": n,
+                    "ratio": n / s,
+                }),
+            )
         );
     }
     Ok(())
@@ -548,7 +585,6 @@ fn ft_overhead(args: &Args, instance: &Instance, params: GaParams) -> Result<(),
     }
     #[cfg(feature = "rocksdb")]
     {
-        let hidden = ProgressBar::hidden();
         let none = Args {
             ft: "none".into(),
             ..args.clone()
@@ -557,17 +593,13 @@ fn ft_overhead(args: &Args, instance: &Instance, params: GaParams) -> Result<(),
             ft: "local".into(),
             ..args.clone()
         };
-        let (mut plain, mut logged) = (Vec::new(), Vec::new());
-        for _ in 0..args.repeat.max(1) {
-            let a = run_once(&none, false, instance, params, &hidden)?;
-            let b = run_once(&local, false, instance, params, &hidden)?;
-            if tour_blake3(&a.tour) != tour_blake3(&b.tour) {
-                return Err("the run under local found a different tour than under none".into());
-            }
-            plain.push(a.elapsed.as_secs_f64() * 1000.0);
-            logged.push(b.elapsed.as_secs_f64() * 1000.0);
-        }
-        let (n, l) = (median_ms(plain), median_ms(logged));
+        let (n, l) = alternate(
+            (&none, false),
+            (&local, false),
+            instance,
+            params,
+            "the run under local found a different tour than under none",
+        )?;
         println!(
             "{}: {} islands x {} epochs x {} generations on {} in-process node(s), {} repeats: none {n:.1} ms, local (checkpoint every {} calls, durability {}) {l:.1} ms, ratio {:.3}",
             instance.name,
@@ -583,20 +615,18 @@ fn ft_overhead(args: &Args, instance: &Instance, params: GaParams) -> Result<(),
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({
-                    "experiment": "ft_overhead",
-                    "instance": instance.name,
-                    "nodes": args.nodes.max(1),
-                    "islands": args.islands,
-                    "epochs": args.epochs,
-                    "generations": args.generations,
-                    "repeat": args.repeat.max(1),
-                    "checkpoint_every": args.checkpoint_every,
-                    "durability": args.durability.to_string(),
-                    "none_ms": n,
-                    "local_ms": l,
-                    "ratio": l / n,
-                })
+                experiment_json(
+                    "ft_overhead",
+                    args,
+                    instance,
+                    serde_json::json!({
+                        "checkpoint_every": args.checkpoint_every,
+                        "durability": args.durability.to_string(),
+                        "none_ms": n,
+                        "local_ms": l,
+                        "ratio": l / n,
+                    }),
+                )
             );
         }
         Ok(())

@@ -1487,10 +1487,7 @@ impl NodeInner {
                     continue;
                 }
                 Err(e @ CallError::Unreachable { .. }) if persist => {
-                    if superseded(self) {
-                        self.give_way(id, verdict_tx).await;
-                        return Err(e.to_string());
-                    }
+                    // (a newer copy coming back meanwhile is checked above)
                     debug!(object = %id, to = %to, "new host unreachable during a transfer ({e}); asking again");
                     last = format!("{UNREACHABLE}{e}");
                     tokio::time::sleep(Duration::from_millis(250) * attempt.min(8)).await;
