@@ -1,15 +1,17 @@
-//! The wire format between nodes: versioned CBOR frames with a size cap.
+//! The wire format between nodes: versioned binary frames with a size cap.
 //!
-//! Every frame is a [`Frame`] (protocol version + body) encoded with ciborium. A
-//! frame longer than [`MAX_FRAME`] is refused before it is parsed; decoding never
-//! panics on hostile input, it returns a [`WireError`].
+//! Every frame is a [`Frame`] (protocol version + body) in a compact positional
+//! layout ([`codec`]); the values users pass (arguments, results, object state,
+//! init values) are CBOR inside it. A frame longer than [`MAX_FRAME`] is refused
+//! before it is parsed; decoding never panics on hostile input, it returns a
+//! [`WireError`].
 
 use serde::{Deserialize, Serialize};
 
 use crate::id::{CallId, NodeId, ObjectId, Peer};
 
 /// The protocol version this build speaks.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
 
 /// Largest frame accepted or produced, in bytes (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -249,9 +251,14 @@ impl Frame {
     }
 
     /// Encodes the frame; fails if it would exceed [`MAX_FRAME`].
+    ///
+    /// The layout is compact and positional (see [`codec`]): the version as two
+    /// big-endian bytes, a body tag, then the body's fields in declaration order,
+    /// integers as LEB128 varints, ids as 16 bytes, strings and byte strings with a
+    /// varint length. User values inside (arguments, results, state) stay CBOR.
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
-        let mut out = Vec::with_capacity(256);
-        ciborium::into_writer(self, &mut out).map_err(|e| WireError::Encode(e.to_string()))?;
+        let mut out = Vec::with_capacity(64 + self.body.payload_len());
+        codec::put_frame(&mut out, self)?;
         if out.len() > MAX_FRAME {
             return Err(WireError::TooLarge {
                 len: out.len(),
@@ -269,20 +276,314 @@ impl Frame {
                 max: MAX_FRAME,
             });
         }
-        // Peek at the version first so that a future version's body is reported as
-        // a version mismatch, not as garbage.
-        #[derive(Deserialize)]
-        struct Header {
-            version: u16,
+        codec::get_frame(bytes)
+    }
+}
+
+impl Body {
+    /// Bytes of the opaque payloads the body carries (for sizing buffers).
+    fn payload_len(&self) -> usize {
+        match self {
+            Body::Overlay(b) => b.len(),
+            Body::Request(r) => match &r.kind {
+                RequestKind::Create { init, .. } => init.len(),
+                RequestKind::Migrate { state, carried, .. } => state.len() + carried.len(),
+                RequestKind::Call { args, .. } => args.len(),
+            },
+            Body::Reply(r) => r.outcome.as_ref().map_or(0, |b| b.0.len()),
+            Body::Placement(_) => 0,
         }
-        if let Ok(h) = ciborium::from_reader::<Header, _>(bytes)
-            && h.version != WIRE_VERSION
-        {
-            return Err(WireError::Version { got: h.version });
+    }
+}
+
+/// The positional binary layout of frames.
+///
+/// Every read is bounds-checked against what is left of the input, so a declared
+/// length larger than the frame is an error, never an allocation, and nothing here
+/// panics on hostile bytes. Trailing bytes after a frame are an error too.
+pub mod codec {
+    use super::*;
+
+    const TAG_OVERLAY: u8 = 0;
+    const TAG_REQUEST: u8 = 1;
+    const TAG_REPLY: u8 = 2;
+    const TAG_PLACEMENT: u8 = 3;
+    const KIND_CREATE: u8 = 0;
+    const KIND_MIGRATE: u8 = 1;
+    const KIND_CALL: u8 = 2;
+    const OUTCOME_OK: u8 = 0;
+    const OUTCOME_ERR: u8 = 1;
+    const FLAG_VIA_RECORD: u8 = 1;
+    const FLAG_ONEWAY: u8 = 1;
+
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
         }
-        let frame: Frame =
-            ciborium::from_reader(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
-        Ok(frame)
+        out.push(v as u8);
+    }
+
+    fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+        put_varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+
+    fn put_id(out: &mut Vec<u8>, v: u128) {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+
+    fn put_peer(out: &mut Vec<u8>, p: &Peer) {
+        put_id(out, p.id.as_u128());
+        put_bytes(out, p.addr.as_str().as_bytes());
+    }
+
+    /// Appends `frame`'s encoding to `out`.
+    pub fn put_frame(out: &mut Vec<u8>, frame: &Frame) -> Result<(), WireError> {
+        out.extend_from_slice(&frame.version.to_be_bytes());
+        match &frame.body {
+            Body::Overlay(b) => {
+                out.push(TAG_OVERLAY);
+                put_bytes(out, b);
+            }
+            Body::Request(r) => {
+                out.push(TAG_REQUEST);
+                put_varint(out, r.id);
+                put_peer(out, &r.origin);
+                put_id(out, r.target.as_u128());
+                out.push(r.hops);
+                out.push(if r.via_record { FLAG_VIA_RECORD } else { 0 });
+                match &r.kind {
+                    RequestKind::Create {
+                        type_name,
+                        init,
+                        policy,
+                    } => {
+                        out.push(KIND_CREATE);
+                        put_bytes(out, type_name.as_bytes());
+                        put_bytes(out, init);
+                        put_bytes(out, policy.as_bytes());
+                    }
+                    RequestKind::Migrate {
+                        type_name,
+                        state,
+                        policy,
+                        next_call_seq,
+                        transfer,
+                        carried,
+                    } => {
+                        out.push(KIND_MIGRATE);
+                        put_bytes(out, type_name.as_bytes());
+                        put_bytes(out, state);
+                        put_bytes(out, policy.as_bytes());
+                        put_varint(out, *next_call_seq);
+                        put_varint(out, *transfer);
+                        put_bytes(out, carried);
+                    }
+                    RequestKind::Call {
+                        method,
+                        args,
+                        call_id,
+                        oneway,
+                    } => {
+                        out.push(KIND_CALL);
+                        put_bytes(out, method.as_bytes());
+                        put_bytes(out, args);
+                        put_id(out, call_id.caller.as_u128());
+                        put_varint(out, call_id.seq);
+                        out.push(if *oneway { FLAG_ONEWAY } else { 0 });
+                    }
+                }
+            }
+            Body::Reply(r) => {
+                out.push(TAG_REPLY);
+                put_varint(out, r.id);
+                put_peer(out, &r.host);
+                match &r.outcome {
+                    Ok(b) => {
+                        out.push(OUTCOME_OK);
+                        put_bytes(out, &b.0);
+                    }
+                    Err(e) => {
+                        // errors are rare and varied: CBOR keeps them extensible
+                        out.push(OUTCOME_ERR);
+                        let bytes = to_cbor(e).map_err(WireError::Encode)?;
+                        put_bytes(out, &bytes);
+                    }
+                }
+            }
+            Body::Placement(p) => {
+                out.push(TAG_PLACEMENT);
+                put_id(out, p.object.as_u128());
+                put_peer(out, &p.host);
+                put_bytes(out, p.policy.as_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// A cursor over untrusted bytes.
+    struct Reader<'a> {
+        b: &'a [u8],
+        at: usize,
+    }
+
+    fn malformed(what: &str, at: usize) -> WireError {
+        WireError::Malformed(format!("{what} at byte {at}"))
+    }
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], WireError> {
+            let left = self.b.len() - self.at;
+            if n > left {
+                return Err(WireError::Malformed(format!(
+                    "{what} at byte {} needs {n} bytes, {left} left",
+                    self.at
+                )));
+            }
+            let s = &self.b[self.at..self.at + n];
+            self.at += n;
+            Ok(s)
+        }
+
+        fn u8(&mut self, what: &str) -> Result<u8, WireError> {
+            Ok(self.take(1, what)?[0])
+        }
+
+        fn flag(&mut self, what: &str) -> Result<bool, WireError> {
+            match self.u8(what)? {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(malformed(&format!("{what}: not 0 or 1"), self.at - 1)),
+            }
+        }
+
+        fn varint(&mut self, what: &str) -> Result<u64, WireError> {
+            let mut v = 0u64;
+            for i in 0..10 {
+                let byte = self.u8(what)?;
+                let bits = u64::from(byte & 0x7f);
+                if i == 9 && byte > 1 {
+                    return Err(malformed(
+                        &format!("{what}: varint overflows 64 bits"),
+                        self.at,
+                    ));
+                }
+                v |= bits << (7 * i);
+                if byte & 0x80 == 0 {
+                    return Ok(v);
+                }
+            }
+            Err(malformed(&format!("{what}: varint too long"), self.at))
+        }
+
+        fn id(&mut self, what: &str) -> Result<u128, WireError> {
+            let b = self.take(16, what)?;
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            Ok(u128::from_be_bytes(a))
+        }
+
+        fn bytes(&mut self, what: &str) -> Result<&'a [u8], WireError> {
+            let n = self.varint(what)?;
+            let n = usize::try_from(n).map_err(|_| malformed(what, self.at))?;
+            self.take(n, what)
+        }
+
+        fn string(&mut self, what: &str) -> Result<String, WireError> {
+            let at = self.at;
+            let b = self.bytes(what)?;
+            std::str::from_utf8(b)
+                .map(str::to_string)
+                .map_err(|_| malformed(&format!("{what}: not UTF-8"), at))
+        }
+
+        fn peer(&mut self, what: &str) -> Result<Peer, WireError> {
+            let id = NodeId::from_u128(self.id(what)?);
+            let addr = self.string(what)?;
+            Ok(Peer::new(id, crate::id::NodeAddr(addr)))
+        }
+    }
+
+    /// Decodes one whole frame.
+    pub fn get_frame(bytes: &[u8]) -> Result<Frame, WireError> {
+        let mut r = Reader { b: bytes, at: 0 };
+        let v = r.take(2, "version")?;
+        let version = u16::from_be_bytes([v[0], v[1]]);
+        if version != WIRE_VERSION {
+            return Err(WireError::Version { got: version });
+        }
+        let body = match r.u8("body tag")? {
+            TAG_OVERLAY => Body::Overlay(r.bytes("overlay message")?.to_vec()),
+            TAG_REQUEST => {
+                let id = r.varint("request id")?;
+                let origin = r.peer("origin")?;
+                let target = ObjectId::from_u128(r.id("target")?);
+                let hops = r.u8("hops")?;
+                let via_record = r.flag("via_record")?;
+                let kind = match r.u8("request kind")? {
+                    KIND_CREATE => RequestKind::Create {
+                        type_name: r.string("type name")?,
+                        init: r.bytes("init")?.to_vec(),
+                        policy: r.string("policy")?,
+                    },
+                    KIND_MIGRATE => RequestKind::Migrate {
+                        type_name: r.string("type name")?,
+                        state: r.bytes("state")?.to_vec(),
+                        policy: r.string("policy")?,
+                        next_call_seq: r.varint("next_call_seq")?,
+                        transfer: r.varint("transfer")?,
+                        carried: r.bytes("carried")?.to_vec(),
+                    },
+                    KIND_CALL => RequestKind::Call {
+                        method: r.string("method")?,
+                        args: r.bytes("args")?.to_vec(),
+                        call_id: CallId {
+                            caller: ObjectId::from_u128(r.id("caller")?),
+                            seq: r.varint("call seq")?,
+                        },
+                        oneway: r.flag("oneway")?,
+                    },
+                    k => return Err(malformed(&format!("unknown request kind {k}"), r.at - 1)),
+                };
+                Body::Request(Request {
+                    id,
+                    origin,
+                    target,
+                    hops,
+                    via_record,
+                    kind,
+                })
+            }
+            TAG_REPLY => {
+                let id = r.varint("reply id")?;
+                let host = r.peer("host")?;
+                let outcome = match r.u8("outcome")? {
+                    OUTCOME_OK => Ok(ByteVec(r.bytes("result")?.to_vec())),
+                    OUTCOME_ERR => {
+                        let at = r.at;
+                        let e = from_cbor::<RemoteError>(r.bytes("error")?)
+                            .map_err(|e| malformed(&format!("error value: {e}"), at))?;
+                        Err(e)
+                    }
+                    t => return Err(malformed(&format!("unknown outcome tag {t}"), r.at - 1)),
+                };
+                Body::Reply(Reply { id, host, outcome })
+            }
+            TAG_PLACEMENT => Body::Placement(Placement {
+                object: ObjectId::from_u128(r.id("object")?),
+                host: r.peer("host")?,
+                policy: r.string("policy")?,
+            }),
+            t => return Err(malformed(&format!("unknown body tag {t}"), r.at - 1)),
+        };
+        if r.at != bytes.len() {
+            return Err(malformed(
+                &format!("{} trailing bytes", bytes.len() - r.at),
+                r.at,
+            ));
+        }
+        Ok(Frame { version, body })
     }
 }
 
@@ -357,23 +658,106 @@ mod tests {
 
     #[test]
     fn a_huge_declared_length_is_an_error_not_an_allocation() {
-        // map(2) { "version": 1, "body": { "Overlay": bytes(2^62) } } with no payload
-        let mut bytes = Vec::new();
-        bytes.push(0xa2);
-        bytes.push(0x67);
-        bytes.extend_from_slice(b"version");
-        bytes.push(0x01);
-        bytes.push(0x64);
-        bytes.extend_from_slice(b"body");
-        bytes.push(0xa1);
-        bytes.push(0x67);
-        bytes.extend_from_slice(b"Overlay");
-        bytes.push(0x5b);
-        bytes.extend_from_slice(&(1u64 << 62).to_be_bytes());
-        assert!(matches!(
-            Frame::decode(&bytes),
-            Err(WireError::Malformed(_))
-        ));
+        // version 2, Overlay, length 2^62 as a varint, no payload
+        let mut bytes = WIRE_VERSION.to_be_bytes().to_vec();
+        bytes.push(0);
+        let mut n = 1u64 << 62;
+        while n >= 0x80 {
+            bytes.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        bytes.push(n as u8);
+        let e = Frame::decode(&bytes).unwrap_err();
+        assert!(
+            matches!(&e, WireError::Malformed(m) if m.contains("overlay message")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_kind_of_body_round_trips() {
+        let peer = Peer::new(NodeId::from_u128(u128::MAX), NodeAddr::new("127.0.0.1:9"));
+        let bodies = vec![
+            Body::Overlay(vec![9; 300]),
+            Body::Request(Request {
+                id: u64::MAX,
+                origin: peer.clone(),
+                target: ObjectId::from_u128(1 << 100),
+                hops: 64,
+                via_record: true,
+                kind: RequestKind::Create {
+                    type_name: "Ledger".into(),
+                    init: vec![1, 2],
+                    policy: "local".into(),
+                },
+            }),
+            Body::Request(Request {
+                id: 0,
+                origin: peer.clone(),
+                target: ObjectId::from_u128(0),
+                hops: 0,
+                via_record: false,
+                kind: RequestKind::Migrate {
+                    type_name: "Äpfel".into(),
+                    state: vec![0; 70_000],
+                    policy: String::new(),
+                    next_call_seq: 1 << 35,
+                    transfer: 127,
+                    carried: vec![],
+                },
+            }),
+            Body::Reply(Reply {
+                id: 128,
+                host: peer.clone(),
+                outcome: Ok(ByteVec(vec![7; 3])),
+            }),
+            Body::Reply(Reply {
+                id: 5,
+                host: peer.clone(),
+                outcome: Err(RemoteError::UnknownMethod {
+                    type_name: "T".into(),
+                    method: "m".into(),
+                }),
+            }),
+            Body::Placement(Placement {
+                object: ObjectId::from_u128(42),
+                host: peer,
+                policy: "replicated".into(),
+            }),
+        ];
+        for b in bodies {
+            let f = Frame::new(b);
+            assert_eq!(Frame::decode(&f.encode().unwrap()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn a_call_frame_is_compact() {
+        // no field names on the wire: three 16-byte ids, the method, the address
+        let f = sample();
+        let n = f.encode().unwrap().len();
+        let cbor = to_cbor(&f).unwrap().len();
+        assert!(n * 2 < cbor, "{n} bytes against {cbor} as a CBOR map");
+        assert!(n < 80, "{n} bytes");
+    }
+
+    #[test]
+    fn trailing_bytes_and_unknown_tags_are_named() {
+        let mut bytes = sample().encode().unwrap();
+        bytes.push(0);
+        let e = Frame::decode(&bytes).unwrap_err();
+        assert!(e.to_string().contains("trailing"), "{e}");
+        let mut bytes = sample().encode().unwrap();
+        bytes[2] = 77;
+        let e = Frame::decode(&bytes).unwrap_err();
+        assert!(e.to_string().contains("unknown body tag 77"), "{e}");
+    }
+
+    #[test]
+    fn a_cbor_frame_of_version_1_is_not_taken_for_a_frame() {
+        // what a v1 node sent: a CBOR map { "version": 1, ... }
+        let e = Frame::decode(&[0xa2, 0x67, b'v', b'e']).unwrap_err();
+        assert!(matches!(e, WireError::Version { .. }), "{e}");
     }
 
     proptest! {
