@@ -1,5 +1,7 @@
 //! The [`Transport`] strategy: frames between nodes, with verified peer ids.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::id::{NodeAddr, NodeId, Peer};
@@ -40,6 +42,10 @@ pub enum TransportError {
     Other(String),
 }
 
+/// Handles one frame on a transport's own reader task (see [`Transport::serve`]).
+pub type FrameHandler =
+    Arc<dyn Fn(Incoming) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// Sends and receives frames (`mem` in-process, `quic` over UDP).
 ///
 /// A transport verifies who it talks to: `Incoming::from` and the peer reached by
@@ -62,4 +68,14 @@ pub trait Transport: Send + Sync + 'static {
     fn disconnect(&self, peer: NodeId, reason: &str);
     /// Stops receiving; pending `recv` calls return `Closed`.
     fn close(&self);
+    /// Asks the transport to hand every later frame to `handler` on its own
+    /// reader tasks instead of queueing it for [`recv`](Transport::recv), which
+    /// saves a task switch per frame. Frames from one peer are handled one after
+    /// another in the order they were sent (the next waits until the handler's
+    /// future finished); frames from different peers concurrently. Returns false,
+    /// the default, when the transport only offers `recv`.
+    fn serve(&self, handler: FrameHandler) -> bool {
+        let _ = handler;
+        false
+    }
 }

@@ -14,6 +14,10 @@
 //!   runtime reports as misbehaving ([`Transport::disconnect`]). Streams per peer
 //!   are bounded, and a bounded inbox applies back-pressure through QUIC flow
 //!   control.
+//! * Once the runtime asks ([`Transport::serve`]), each stream's reader task hands
+//!   its frames to the runtime's handler itself, one after another: a peer's frames
+//!   keep their order, a slow peer holds up only its own stream, and no task switch
+//!   sits between reading a frame and handling it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use g2_core::transport::{Incoming, Transport, TransportError};
+use g2_core::transport::{FrameHandler, Incoming, Transport, TransportError};
 use g2_core::wire::MAX_FRAME;
 use g2_core::{NodeAddr, NodeId, Peer};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -373,6 +377,8 @@ struct Inner {
     closing: Notify,
     disconnections: Mutex<Vec<Disconnection>>,
     status: Mutex<Option<StatusProvider>>,
+    /// Where frames go instead of the inbox, once the runtime asked ([`Transport::serve`]).
+    handler: std::sync::OnceLock<FrameHandler>,
 }
 
 /// Produces the bytes a status query gets.
@@ -424,6 +430,7 @@ impl QuicTransport {
             closing: Notify::new(),
             disconnections: Mutex::new(Vec::new()),
             status: Mutex::new(None),
+            handler: std::sync::OnceLock::new(),
         });
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
         info!(node = %inner.me.id, addr = %local, network = %cfg.network, "QUIC endpoint listening");
@@ -733,16 +740,19 @@ async fn read_stream(
         let Some(strong) = inner.upgrade() else {
             return;
         };
+        let incoming = Incoming {
+            from: from.clone(),
+            frame,
+        };
+        if let Some(handler) = strong.handler.get().cloned() {
+            // handled here, in order: the next frame of this stream waits
+            drop(strong);
+            handler(incoming).await;
+            continue;
+        }
         let tx = strong.inbox_tx.clone();
         drop(strong);
-        if tx
-            .send(Incoming {
-                from: from.clone(),
-                frame,
-            })
-            .await
-            .is_err()
-        {
+        if tx.send(incoming).await.is_err() {
             return;
         }
     }
@@ -822,6 +832,12 @@ impl Transport for QuicTransport {
     fn disconnect(&self, peer: NodeId, reason: &str) {
         warn!(node = %self.inner.me.id, %peer, "disconnecting peer: {reason}");
         self.inner.drop_peer(peer, reason);
+    }
+
+    fn serve(&self, handler: FrameHandler) -> bool {
+        // frames already queued for recv stay there; the runtime asks before it
+        // joins, when nothing has arrived yet
+        self.inner.handler.set(handler).is_ok()
     }
 
     fn close(&self) {

@@ -163,3 +163,79 @@ async fn close_ends_receiving_and_unknown_addresses_fail_cleanly() {
     a.close();
     assert!(matches!(a.recv().await, Err(TransportError::Closed)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_handler_sees_each_peers_frames_in_order_and_a_slow_peer_holds_up_no_one_else() {
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::mpsc;
+
+    let (a, b, c) = (
+        endpoint("net").await,
+        endpoint("net").await,
+        endpoint("net").await,
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // a frame "stall" holds its handler until "release" comes from the other peer
+    let release = Arc::new(tokio::sync::Notify::new());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler: g2_core::transport::FrameHandler = {
+        let release = release.clone();
+        let seen = seen.clone();
+        Arc::new(move |incoming: g2_core::transport::Incoming| {
+            let (tx, release, seen) = (tx.clone(), release.clone(), seen.clone());
+            Box::pin(async move {
+                if incoming.frame == b"release" {
+                    release.notify_one();
+                }
+                if incoming.frame == b"stall" {
+                    release.notified().await;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push((incoming.from.id, incoming.frame.clone()));
+                let _ = tx.send(incoming);
+            })
+        })
+    };
+    assert!(b.serve(handler), "QUIC hands frames to a handler");
+    let pb = b.local_peer();
+    a.send(&pb, b"stall".to_vec()).await.unwrap();
+    for i in 0..20u8 {
+        a.send(&pb, vec![i]).await.unwrap();
+    }
+    // c's frames get through while a's first frame is still being handled
+    for i in 0..5u8 {
+        c.send(&pb, vec![100 + i]).await.unwrap();
+    }
+    for i in 0..5u8 {
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("c's frames are handled while a's handler waits")
+            .unwrap();
+        assert_eq!((got.from.id, got.frame), (c.local_peer().id, vec![100 + i]));
+    }
+    c.send(&pb, b"release".to_vec()).await.unwrap();
+    let mut from_a = Vec::new();
+    while from_a.len() < 21 {
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a's frames follow once its first is done")
+            .unwrap();
+        if got.from.id == a.local_peer().id {
+            from_a.push(got.frame);
+        }
+    }
+    let mut expected = vec![b"stall".to_vec()];
+    expected.extend((0..20u8).map(|i| vec![i]));
+    assert_eq!(
+        from_a, expected,
+        "one peer's frames are handled in the order sent"
+    );
+    // nothing went to the receive queue
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), b.recv())
+            .await
+            .is_err()
+    );
+    assert_eq!(seen.lock().unwrap().len(), 27);
+}

@@ -105,6 +105,7 @@ fn transport(me: Peer, frames: Vec<Incoming>) -> MockTransport {
     t.expect_recv()
         .returning(move || frames.lock().unwrap().next().ok_or(TransportError::Closed));
     t.expect_close().return_const(());
+    t.expect_serve().return_const(false);
     t
 }
 
