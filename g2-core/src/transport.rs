@@ -68,6 +68,14 @@ pub trait Transport: Send + Sync + 'static {
     fn disconnect(&self, peer: NodeId, reason: &str);
     /// Stops receiving; pending `recv` calls return `Closed`.
     fn close(&self);
+    /// Closes after a goodbye (a graceful leave): peers are told to stop sending
+    /// here, so that their later sends fail and the runtime routes around this
+    /// node; frames they had sent before are still delivered and handled, and
+    /// this node's own last frames reach their peers; then as [`close`](Transport::close).
+    /// Bounded in time. The default closes at once.
+    async fn close_gracefully(&self) {
+        self.close();
+    }
     /// Asks the transport to hand every later frame to `handler` on its own
     /// reader tasks instead of queueing it for [`recv`](Transport::recv), which
     /// saves a task switch per frame. Frames from one peer are handled one after

@@ -40,6 +40,8 @@ use tracing::{debug, info, warn};
 
 /// Application error code sent when closing a connection to a misbehaving peer.
 pub const CLOSE_MISBEHAVING: u32 = 1;
+/// How long each step of a graceful close waits for peers at most.
+pub const GOODBYE_WAIT: Duration = Duration::from_secs(2);
 /// Application error code of an orderly shutdown.
 pub const CLOSE_SHUTDOWN: u32 = 0;
 /// How long a closing endpoint keeps its connections for passing on what had
@@ -352,10 +354,33 @@ impl QuicConfig {
     }
 }
 
+/// The stream this node sends its frames to a peer on.
+enum SendSlot {
+    /// None opened yet (or the last one failed).
+    Idle,
+    /// Open.
+    Open(quinn::SendStream),
+    /// The peer said goodbye on this connection: nothing more is sent on it.
+    Gone,
+}
+
+type Slot = Arc<tokio::sync::Mutex<SendSlot>>;
+
+fn new_slot() -> Slot {
+    Arc::new(tokio::sync::Mutex::new(SendSlot::Idle))
+}
+
 struct Conn {
     conn: quinn::Connection,
-    send: Arc<tokio::sync::Mutex<Option<quinn::SendStream>>>,
+    send: Slot,
 }
+
+/// The length prefix that, instead of a frame, says "this node is leaving: send
+/// nothing more on this connection" (beyond [`MAX_FRAME`], so never a length).
+const GOODBYE: u32 = u32::MAX;
+/// The answer to [`GOODBYE`], written after the last frame on the stream the
+/// frames went on: whoever reads it has read everything the peer sent before.
+const GOODBYE_ACK: u32 = u32::MAX - 1;
 
 /// A record of a peer this node disconnected, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -379,6 +404,15 @@ struct Inner {
     status: Mutex<Option<StatusProvider>>,
     /// Where frames go instead of the inbox, once the runtime asked ([`Transport::serve`]).
     handler: std::sync::OnceLock<FrameHandler>,
+    /// Every connection being read, by stable id (dialled and accepted).
+    live: Mutex<HashMap<usize, quinn::Connection>>,
+    /// Stream readers running, and a signal when one ends.
+    readers: std::sync::atomic::AtomicUsize,
+    reader_ended: Notify,
+    /// Saying goodbye: new connections are refused.
+    leaving: AtomicBool,
+    /// Connections (stable ids) whose peer answered this node's goodbye.
+    acked: Mutex<std::collections::HashSet<usize>>,
 }
 
 /// Produces the bytes a status query gets.
@@ -431,6 +465,11 @@ impl QuicTransport {
             disconnections: Mutex::new(Vec::new()),
             status: Mutex::new(None),
             handler: std::sync::OnceLock::new(),
+            live: Mutex::new(HashMap::new()),
+            readers: std::sync::atomic::AtomicUsize::new(0),
+            reader_ended: Notify::new(),
+            leaving: AtomicBool::new(false),
+            acked: Mutex::new(std::collections::HashSet::new()),
         });
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
         info!(node = %inner.me.id, addr = %local, network = %cfg.network, "QUIC endpoint listening");
@@ -470,14 +509,7 @@ impl QuicTransport {
     async fn connection(
         &self,
         to: &Peer,
-    ) -> Result<
-        (
-            NodeId,
-            Arc<tokio::sync::Mutex<Option<quinn::SendStream>>>,
-            quinn::Connection,
-        ),
-        TransportError,
-    > {
+    ) -> Result<(NodeId, Slot, quinn::Connection), TransportError> {
         if let Some(c) = lock(&self.inner.conns).get(&to.id)
             && c.conn.close_reason().is_none()
         {
@@ -532,11 +564,7 @@ impl QuicTransport {
 impl Inner {
     /// Keeps `conn` as the connection to `id` (unless a live one exists) and
     /// returns the send-stream slot to use.
-    fn register(
-        &self,
-        id: NodeId,
-        conn: quinn::Connection,
-    ) -> Arc<tokio::sync::Mutex<Option<quinn::SendStream>>> {
+    fn register(&self, id: NodeId, conn: quinn::Connection) -> Slot {
         let mut conns = lock(&self.conns);
         if let Some(c) = conns.get(&id)
             && c.conn.close_reason().is_none()
@@ -544,7 +572,7 @@ impl Inner {
         {
             return c.send.clone();
         }
-        let send = Arc::new(tokio::sync::Mutex::new(None));
+        let send = new_slot();
         conns.insert(
             id,
             Conn {
@@ -563,9 +591,46 @@ impl Inner {
             id,
             Conn {
                 conn,
-                send: Arc::new(tokio::sync::Mutex::new(None)),
+                send: new_slot(),
             },
         );
+    }
+
+    /// `id` said goodbye on `conn`: stop sending there. The stream the frames
+    /// went on gets the answer after them and is finished, which tells the peer
+    /// that everything from here has arrived; later sends fail (the peer refuses
+    /// new connections), so the runtime routes around it.
+    fn peer_leaving(&self, id: NodeId, conn: &quinn::Connection) {
+        let slot = {
+            let mut conns = lock(&self.conns);
+            match conns.get(&id) {
+                Some(c) if c.conn.stable_id() == conn.stable_id() => {
+                    conns.remove(&id).map(|c| c.send)
+                }
+                _ => None,
+            }
+        };
+        debug!(peer = %id, "the peer is leaving; no more frames to it on this connection");
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let ack = GOODBYE_ACK.to_be_bytes();
+            if let Some(slot) = slot {
+                let mut guard = slot.lock().await;
+                let old = std::mem::replace(&mut *guard, SendSlot::Gone);
+                if let SendSlot::Open(mut s) = old {
+                    if s.write_all(&ack).await.is_ok() {
+                        let _ = s.finish();
+                    }
+                    return;
+                }
+            }
+            // nothing sent on this connection's stream yet: answer on a new one
+            if let Ok(mut s) = conn.open_uni().await
+                && s.write_all(&ack).await.is_ok()
+            {
+                let _ = s.finish();
+            }
+        });
     }
 
     fn drop_peer(&self, id: NodeId, reason: &str) {
@@ -581,6 +646,13 @@ impl Inner {
 
 async fn accept_loop(inner: std::sync::Weak<Inner>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
+        if inner
+            .upgrade()
+            .is_some_and(|i| i.leaving.load(Ordering::Acquire))
+        {
+            incoming.refuse();
+            continue;
+        }
         let inner = inner.clone();
         tokio::spawn(async move {
             let conn = match incoming.await {
@@ -688,11 +760,17 @@ pub async fn query_status(addr: SocketAddr) -> Result<Vec<u8>, QuicError> {
 /// Reads frames from every stream the peer opens on `conn`.
 async fn read_connection(inner: std::sync::Weak<Inner>, conn: quinn::Connection, id: NodeId) {
     let from = Peer::new(id, NodeAddr::new(conn.remote_address().to_string()));
+    if let Some(i) = inner.upgrade() {
+        lock(&i.live).insert(conn.stable_id(), conn.clone());
+    }
     loop {
         let stream = match conn.accept_uni().await {
             Ok(s) => s,
             Err(e) => {
                 debug!(peer = %id, "connection ended: {e}");
+                if let Some(i) = inner.upgrade() {
+                    lock(&i.live).remove(&conn.stable_id());
+                }
                 return;
             }
         };
@@ -705,12 +783,34 @@ async fn read_connection(inner: std::sync::Weak<Inner>, conn: quinn::Connection,
     }
 }
 
+/// Counts a running stream reader (see `close_gracefully`).
+struct ReaderGuard(std::sync::Weak<Inner>);
+
+impl ReaderGuard {
+    fn new(inner: &std::sync::Weak<Inner>) -> Self {
+        if let Some(i) = inner.upgrade() {
+            i.readers.fetch_add(1, Ordering::AcqRel);
+        }
+        Self(inner.clone())
+    }
+}
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        if let Some(i) = self.0.upgrade() {
+            i.readers.fetch_sub(1, Ordering::AcqRel);
+            i.reader_ended.notify_waiters();
+        }
+    }
+}
+
 async fn read_stream(
     inner: std::sync::Weak<Inner>,
     conn: quinn::Connection,
     from: Peer,
     mut stream: quinn::RecvStream,
 ) {
+    let _counted = ReaderGuard::new(&inner);
     loop {
         let mut len = [0u8; 4];
         match stream.read_exact(&mut len).await {
@@ -721,7 +821,21 @@ async fn read_stream(
                 return;
             }
         }
-        let len = u32::from_be_bytes(len) as usize;
+        let len = u32::from_be_bytes(len);
+        if len == GOODBYE {
+            if let Some(inner) = inner.upgrade() {
+                inner.peer_leaving(from.id, &conn);
+            }
+            continue;
+        }
+        if len == GOODBYE_ACK {
+            if let Some(inner) = inner.upgrade() {
+                lock(&inner.acked).insert(conn.stable_id());
+                inner.reader_ended.notify_waiters();
+            }
+            continue;
+        }
+        let len = len as usize;
         if len > MAX_FRAME {
             let reason = format!("oversize frame: {len} bytes (limit {MAX_FRAME})");
             warn!(peer = %from, "{reason}; disconnecting");
@@ -768,18 +882,23 @@ impl Transport for QuicTransport {
         if frame.len() > MAX_FRAME {
             return Err(TransportError::TooLarge(frame.len()));
         }
-        // one write per frame: the length prefix and the bytes together
-        let mut framed = Vec::with_capacity(4 + frame.len());
-        framed.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-        framed.extend_from_slice(&frame);
-        drop(frame);
+        // one write per frame, the length prefix and the bytes together, handed to
+        // quinn without copying the frame
+        let prefix = bytes::Bytes::copy_from_slice(&(frame.len() as u32).to_be_bytes());
+        let body = bytes::Bytes::from(frame);
         // one retry on a fresh connection if the cached one died
         for attempt in 0..2 {
             let (id, slot, conn) = self.connection(to).await?;
             let mut guard = slot.lock().await;
-            if guard.is_none() {
-                match conn.open_uni().await {
-                    Ok(s) => *guard = Some(s),
+            match &*guard {
+                SendSlot::Gone => {
+                    return Err(TransportError::Unreachable(format!(
+                        "{}: the peer is leaving",
+                        to.addr
+                    )));
+                }
+                SendSlot::Idle => match conn.open_uni().await {
+                    Ok(s) => *guard = SendSlot::Open(s),
                     Err(e) => {
                         drop(guard);
                         lock(&self.inner.conns).remove(&id);
@@ -788,15 +907,19 @@ impl Transport for QuicTransport {
                         }
                         continue;
                     }
-                }
+                },
+                SendSlot::Open(_) => {}
             }
-            let Some(stream) = guard.as_mut() else {
+            let SendSlot::Open(stream) = &mut *guard else {
                 continue;
             };
-            match stream.write_all(&framed).await {
+            match stream
+                .write_all_chunks(&mut [prefix.clone(), body.clone()])
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    *guard = None;
+                    *guard = SendSlot::Idle;
                     drop(guard);
                     lock(&self.inner.conns).remove(&id);
                     if attempt == 1 {
@@ -838,6 +961,71 @@ impl Transport for QuicTransport {
         // frames already queued for recv stay there; the runtime asks before it
         // joins, when nothing has arrived yet
         self.inner.handler.set(handler).is_ok()
+    }
+
+    async fn close_gracefully(&self) {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let inner = &self.inner;
+        inner.leaving.store(true, Ordering::Release);
+        // 1. goodbye on every connection, on a stream of its own
+        let live: Vec<quinn::Connection> = lock(&inner.live).values().cloned().collect();
+        let goodbyes = live.iter().map(|c| async move {
+            let mut s = c.open_uni().await.ok()?;
+            s.write_all(&GOODBYE.to_be_bytes()).await.ok()?;
+            s.finish().ok()
+        });
+        let _ = tokio::time::timeout(GOODBYE_WAIT, futures::future::join_all(goodbyes)).await;
+        // 2. each peer answers after its last frame, on the same stream: wait
+        // until every connection answered (or closed), then until every reader
+        // has handled what it read and ended
+        let drained = tokio::time::timeout(GOODBYE_WAIT, async {
+            loop {
+                let ended = inner.reader_ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                let all_answered = {
+                    let acked = lock(&inner.acked);
+                    live.iter()
+                        .all(|c| acked.contains(&c.stable_id()) || c.close_reason().is_some())
+                };
+                if all_answered && inner.readers.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            debug!(
+                node = %inner.me.id,
+                readers = inner.readers.load(Ordering::Acquire),
+                "not every peer answered the goodbye in time"
+            );
+        }
+        // 3. this node's own last frames: finish its streams, wait until read
+        let slots: Vec<Slot> = lock(&inner.conns)
+            .values()
+            .map(|c| c.send.clone())
+            .collect();
+        let finishing = slots.into_iter().map(|slot| async move {
+            let mut guard = slot.lock().await;
+            let stopped = match &mut *guard {
+                SendSlot::Open(s) => {
+                    let _ = s.finish();
+                    Some(s.stopped())
+                }
+                _ => None,
+            };
+            *guard = SendSlot::Gone;
+            drop(guard);
+            if let Some(stopped) = stopped {
+                let _ = stopped.await;
+            }
+        });
+        let _ = tokio::time::timeout(GOODBYE_WAIT, futures::future::join_all(finishing)).await;
+        self.close();
     }
 
     fn close(&self) {

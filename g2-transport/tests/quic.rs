@@ -239,3 +239,74 @@ async fn a_served_handler_sees_each_peers_frames_in_order_and_a_slow_peer_holds_
     );
     assert_eq!(seen.lock().unwrap().len(), 27);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_close_hands_over_everything_sent_before_the_goodbye_and_refuses_the_rest() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let (a, b, l) = (
+        endpoint("net").await,
+        endpoint("net").await,
+        endpoint("net").await,
+    );
+    // the leaving node handles its first frames slowly, so that frames queue up
+    // unread when it starts to close
+    let handled = Arc::new(AtomicUsize::new(0));
+    let handler: g2_core::transport::FrameHandler = {
+        let handled = handled.clone();
+        Arc::new(move |_incoming| {
+            let handled = handled.clone();
+            Box::pin(async move {
+                if handled.load(Ordering::SeqCst) < 50 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                handled.fetch_add(1, Ordering::SeqCst);
+            })
+        })
+    };
+    assert!(l.serve(handler));
+    let pl = l.local_peer();
+    // l also has frames of its own on their way out when it closes
+    l.send(&b.local_peer(), b"last words".to_vec())
+        .await
+        .unwrap();
+    let mut sent = 0;
+    for i in 0..100u32 {
+        a.send(&pl, i.to_be_bytes().to_vec()).await.unwrap();
+        sent += 1;
+    }
+    let closing = {
+        let l = l.clone();
+        tokio::spawn(async move { l.close_gracefully().await })
+    };
+    // a keeps sending until it hears the goodbye: then its sends fail
+    let mut refused = None;
+    for i in 100..100_000u32 {
+        match a.send(&pl, i.to_be_bytes().to_vec()).await {
+            Ok(()) => sent += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    let refused = refused.expect("sends to a leaving node fail once it said goodbye");
+    assert!(
+        matches!(refused, TransportError::Unreachable(_)),
+        "{refused:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .expect("the close is bounded")
+        .unwrap();
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        sent,
+        "every frame sent before the goodbye was handled"
+    );
+    assert_eq!(recv(&b).await.frame, b"last words");
+    // and a later send stays refused
+    assert!(a.send(&pl, b"x".to_vec()).await.is_err());
+}

@@ -1,5 +1,6 @@
 //! `netbench`: G2 over real QUIC between processes on loopback, against a bare
-//! quinn baseline measured in the same run (issue 5, "Benchmarks").
+//! quinn baseline and a gRPC baseline (tonic over plain HTTP/2) measured in the
+//! same run (issue 5, "Benchmarks").
 //!
 //! ```sh
 //! cargo run --release -p g2-volunteer --example netbench -- [--placement same|split|both] [--json]
@@ -7,8 +8,9 @@
 //!
 //! The program re-executes itself: `netbench serve` is the server process (a
 //! volunteer built with this library, hosting the benchmark objects, plus a bare
-//! quinn echo endpoint) and `netbench client` the client process (a G2 node that
-//! joins through the server, plus a bare quinn client). Each runs under
+//! quinn echo endpoint and a tonic gRPC echo server) and `netbench client` the
+//! client process (a G2 node that joins through the server, plus a bare quinn
+//! client and a tonic client). Each runs under
 //! `taskset -c CPU`: `same` pins both to CPU 0, `split` the server to CPU 0 and
 //! the client to CPU 1. The TSP part runs `tsp-islands volunteer` processes and a
 //! `tsp-islands run --connect` client (see `tsp` below for the CPU budget).
@@ -16,12 +18,15 @@
 //! Measured, per placement:
 //! 1. sequential round trips (G2 call on an object hosted by the server, one hop,
 //!    location cached; bare quinn: one long-lived bidirectional stream, 4-byte
-//!    big-endian length + payload, echoed back), interleaved in blocks of 1000 so
-//!    both see the same machine conditions; p50 and p99;
+//!    big-endian length + payload, echoed back; gRPC: a unary `Echo` call on one
+//!    HTTP/2 connection, the payload as the message with a pass-through codec, no
+//!    protobuf), interleaved in blocks of 1000 so all see the same machine
+//!    conditions; p50 and p99;
 //! 2. calls per second with `--inflight` calls outstanding: G2 = that many tasks
 //!    each calling in a loop (on one object, and spread over as many objects); bare
 //!    quinn = that many bidirectional streams on one connection, one task each,
-//!    each doing request/response in a loop;
+//!    each doing request/response in a loop; gRPC = that many tasks calling in a
+//!    loop through clones of one channel (one HTTP/2 connection);
 //! 3. migration of an object with `--state-bytes` of state: created on the server
 //!    under a GUID equal to the id of a key generated for a node B (keys are drawn
 //!    until that id is closer to the server than to the client, so the object
@@ -187,6 +192,9 @@ struct ClientArgs {
     bare_addr: SocketAddr,
     #[arg(long)]
     bare_id: String,
+    /// The tonic gRPC echo server's address.
+    #[arg(long)]
+    grpc_addr: SocketAddr,
     #[command(flatten)]
     params: Params,
 }
@@ -281,12 +289,28 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         .map_err(s("bare endpoint"))?;
     let bare_addr = ep.local_addr().map_err(s("bare endpoint"))?;
     tokio::spawn(bare_accept(ep));
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(s("gRPC listener"))?;
+    let grpc_addr = listener.local_addr().map_err(s("gRPC listener"))?;
+    tokio::spawn(async move {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(grpc::EchoServer)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            eprintln!("netbench: gRPC server: {e}");
+        }
+    });
     println!(
-        "READY {} {:032x} {} {:032x}",
+        "READY {} {:032x} {} {:032x} {}",
         v.local_addr(),
         v.node().id().as_u128(),
         bare_addr,
-        bare_id.as_u128()
+        bare_id.as_u128(),
+        grpc_addr
     );
     let _ = std::io::stdout().flush();
     // serve until the orchestrator goes away (see child_runtime)
@@ -324,6 +348,126 @@ async fn bare_echo(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
         }
         if send.write_all(&len).await.is_err() || send.write_all(&buf).await.is_err() {
             return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the gRPC baseline: tonic, one unary method, the payload passed through as the
+// message (no protobuf), so that only the RPC stack is measured
+
+mod grpc {
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
+    use tonic::{Request, Response, Status};
+
+    /// The method's path.
+    pub const ECHO: &str = "/netbench.Echo/Echo";
+
+    /// Messages are the raw payload bytes.
+    #[derive(Clone, Copy, Default)]
+    pub struct RawCodec;
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawCodec;
+        type Decoder = RawCodec;
+        fn encoder(&mut self) -> Self::Encoder {
+            RawCodec
+        }
+        fn decoder(&mut self) -> Self::Decoder {
+            RawCodec
+        }
+    }
+
+    impl Encoder for RawCodec {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            bytes::BufMut::put_slice(dst, &item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for RawCodec {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            let mut v = vec![0u8; bytes::Buf::remaining(src)];
+            bytes::Buf::copy_to_slice(src, &mut v);
+            Ok(Some(v))
+        }
+    }
+
+    /// The server side, written as tonic's generated code would be.
+    #[derive(Clone, Copy)]
+    pub struct EchoServer;
+
+    impl tonic::server::NamedService for EchoServer {
+        const NAME: &'static str = "netbench.Echo";
+    }
+
+    struct Echo;
+
+    impl tonic::server::UnaryService<Vec<u8>> for Echo {
+        type Response = Vec<u8>;
+        type Future = std::future::Ready<Result<Response<Vec<u8>>, Status>>;
+        fn call(&mut self, request: Request<Vec<u8>>) -> Self::Future {
+            std::future::ready(Ok(Response::new(request.into_inner())))
+        }
+    }
+
+    impl<B> Service<http::Request<B>> for EchoServer
+    where
+        B: tonic::codegen::Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            Box::pin(async move {
+                if req.uri().path() == ECHO {
+                    Ok(tonic::server::Grpc::new(RawCodec).unary(Echo, req).await)
+                } else {
+                    Ok(Status::unimplemented(req.uri().path().to_string()).into_http())
+                }
+            })
+        }
+    }
+
+    /// A client of the echo method over one channel (clones share its connection).
+    #[derive(Clone)]
+    pub struct EchoClient(tonic::client::Grpc<tonic::transport::Channel>);
+
+    impl EchoClient {
+        pub async fn connect(addr: std::net::SocketAddr) -> Result<Self, String> {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| format!("gRPC endpoint: {e}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| format!("gRPC connect: {e}"))?;
+            Ok(Self(tonic::client::Grpc::new(channel)))
+        }
+
+        pub async fn echo(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+            self.0
+                .ready()
+                .await
+                .map_err(|e| format!("gRPC not ready: {e}"))?;
+            let path = http::uri::PathAndQuery::from_static(ECHO);
+            self.0
+                .unary(Request::new(payload), path, RawCodec)
+                .await
+                .map(Response::into_inner)
+                .map_err(|e| format!("gRPC call: {e}"))
         }
     }
 }
@@ -482,6 +626,35 @@ async fn bare_rate(
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
+async fn grpc_rate(
+    client: &grpc::EchoClient,
+    inflight: usize,
+    secs: f64,
+    payload: &[u8],
+) -> Result<f64, String> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = (0..inflight)
+        .map(|_| {
+            let mut c = client.clone();
+            let p = payload.to_vec();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    c.echo(p.clone()).await?;
+                    n += 1;
+                }
+                Ok::<u64, String>(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.map_err(s("task"))??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
 async fn wait_until(
     what: &str,
     limit: Duration,
@@ -570,15 +743,19 @@ async fn client(a: ClientArgs) -> Result<Value, String> {
     let payload = ByteBuf::from(vec![0xa5u8; p.payload]);
     let raw = vec![0xa5u8; p.payload];
     let mut bare = BareStream::open(&conn).await?;
+    let mut rpc = grpc::EchoClient::connect(a.grpc_addr).await?;
     for _ in 0..p.warmup {
         let r = obj.echo(payload.clone()).await.map_err(s("G2 call"))?;
         if r.len() != p.payload {
             return Err("G2 echo returned the wrong size".into());
         }
         bare.round_trip(&raw).await?;
+        if rpc.echo(raw.clone()).await?.len() != p.payload {
+            return Err("gRPC echo returned the wrong size".into());
+        }
     }
     let stats_before = c.stats();
-    let (mut g2_lat, mut bare_lat) = (Vec::new(), Vec::new());
+    let (mut g2_lat, mut bare_lat, mut grpc_lat) = (Vec::new(), Vec::new(), Vec::new());
     while g2_lat.len() < p.round_trips {
         let k = 1000.min(p.round_trips - g2_lat.len());
         for _ in 0..k {
@@ -591,16 +768,23 @@ async fn client(a: ClientArgs) -> Result<Value, String> {
             bare.round_trip(&raw).await?;
             bare_lat.push(t.elapsed());
         }
+        for _ in 0..k {
+            let t = Instant::now();
+            rpc.echo(raw.clone()).await?;
+            grpc_lat.push(t.elapsed());
+        }
     }
     let stats_after = c.stats();
     let _ = bare.send.finish();
     let g2 = stats(g2_lat);
     let bare_s = stats(bare_lat);
+    let grpc_s = stats(grpc_lat);
     let ratio = |k: &str| g2[k].as_f64().unwrap_or(0.0) / bare_s[k].as_f64().unwrap_or(1.0);
     let rtt = json!({
         "payload": p.payload,
         "g2": g2,
         "bare_quinn": bare_s,
+        "grpc_tonic": grpc_s,
         "ratio_p50": ratio("p50_us"),
         "ratio_p99": ratio("p99_us"),
         "g2_cache_hits": stats_after.cache_hits - stats_before.cache_hits,
@@ -634,12 +818,15 @@ async fn client(a: ClientArgs) -> Result<Value, String> {
     let g2_one = g2_rate(one, p.inflight, p.throughput_secs, &payload).await?;
     let bare_rate_v = bare_rate(&conn, p.inflight, p.throughput_secs, &raw).await?;
     let g2_many = g2_rate(&many, p.inflight, p.throughput_secs, &payload).await?;
+    let grpc_rate_v = grpc_rate(&rpc, p.inflight, p.throughput_secs, &raw).await?;
     let throughput = json!({
         "inflight": p.inflight,
         "seconds": p.throughput_secs,
         "g2_one_object_cps": g2_one,
         "g2_spread_objects_cps": g2_many,
         "bare_quinn_streams_cps": bare_rate_v,
+        "grpc_tonic_cps": grpc_rate_v,
+        "g2_one_object_vs_grpc": g2_one / grpc_rate_v,
     });
     conn.close(0u32.into(), b"done");
 
@@ -875,7 +1062,7 @@ fn network_bench(
     let mut server = Proc::spawn("server", cmd, Stdio::inherit())?;
     let ready = server.line(Duration::from_secs(60), |l| l.starts_with("READY "))?;
     let f: Vec<&str> = ready.split_whitespace().collect();
-    if f.len() != 5 {
+    if f.len() != 6 {
         return Err(format!("server said {ready:?}"));
     }
     let mut cmd = pinned(client_cpu, exe);
@@ -891,6 +1078,8 @@ fn network_bench(
         f[3],
         "--bare-id",
         f[4],
+        "--grpc-addr",
+        f[5],
     ]);
     cmd.args([
         "--payload".to_string(),
@@ -940,6 +1129,7 @@ fn print_network(name: &str, r: &Value) {
     for (label, k) in [
         ("  G2 call (1 hop, cached)", "g2"),
         ("  bare quinn echo", "bare_quinn"),
+        ("  gRPC echo (tonic, HTTP/2)", "grpc_tonic"),
         ("  (G2 call, in-process mem transport)", "g2_in_process_mem"),
     ] {
         println!(
@@ -975,6 +1165,15 @@ fn print_network(name: &str, r: &Value) {
         "  bare quinn, {} streams on 1 connection {:>10.0}",
         t["inflight"],
         f(t, &["bare_quinn_streams_cps"])
+    );
+    println!(
+        "  gRPC (tonic), {} tasks on 1 channel   {:>10.0}",
+        t["inflight"],
+        f(t, &["grpc_tonic_cps"])
+    );
+    println!(
+        "  G2 one object / gRPC                    {:>10.2}   (target >= 2)",
+        f(t, &["g2_one_object_vs_grpc"])
     );
     let m = &r["migration"];
     println!(

@@ -655,6 +655,10 @@ fn volunteer(args: &g2_volunteer::VolunteerArgs) -> Result<(), String> {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    if args.connect.is_some() && std::env::var_os("RUST_LOG").is_some() {
+        // a client of a real network logs like a volunteer when asked to
+        g2_volunteer::init_logging();
+    }
     match args.ft.as_str() {
         "none" => {}
         #[cfg(not(feature = "rocksdb"))]

@@ -126,7 +126,10 @@ impl Client {
             .args(["--failure-timeout-ms", "1500"])
             .args(flags)
             .args(ga)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("G2_TEST_LOGS").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -681,8 +681,9 @@ impl Node {
         // already on their way here for a grace period
         let _ = tokio::time::timeout(Duration::from_secs(2), notified).await;
         tokio::time::sleep(LEAVE_GRACE).await;
-        // stop receiving, then pass on whatever had already arrived
-        inner.transport.close();
+        // stop receiving (peers hear goodbye and route around this node), then
+        // pass on whatever had already arrived
+        inner.transport.close_gracefully().await;
         let receiver = lock(&inner.receiver).take();
         if let Some(r) = receiver {
             let abort = r.abort_handle();
@@ -764,6 +765,7 @@ impl NodeInner {
             via_record: false,
             kind,
         };
+        trace!(request = id, %target, what, via = ?via.as_ref().map(|p| p.id), "sending a request");
         if let Some(to) = via {
             if let Err(e) = inner.send_frame(&to, Body::Request(req)).await {
                 lock(&inner.pending).remove(&id);
@@ -781,6 +783,7 @@ impl NodeInner {
             Ok(Err(_)) => return Err(CallError::NodeStopped),
             Err(_) => {
                 lock(&inner.pending).remove(&id);
+                debug!(request = id, %target, what, "no reply within {after:?}");
                 return Err(CallError::Timeout {
                     target,
                     method: what.to_string(),
@@ -813,6 +816,7 @@ impl NodeInner {
         match cached {
             Some(host) if host.id != self.me.id => {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                trace!(request = req.id, %target, host = %host.id, "to the cached host");
                 if req.origin.id == self.me.id
                     && let Some(p) = lock(&self.pending).get_mut(&req.id)
                 {
@@ -1060,19 +1064,42 @@ impl NodeInner {
                     origin: Some((req.origin.clone(), req.id)),
                     call,
                 };
-                let sent = {
+                // the call back if it could not be queued
+                let sent: Result<(), Option<IncomingCall>> = {
                     let objects = lock(&self.objects);
-                    objects
-                        .get(&target)
-                        .map(|slot| slot.inbox.send(InboxMsg::Call(inv)).is_ok())
+                    match objects.get(&target) {
+                        Some(slot) => slot.inbox.send(InboxMsg::Call(inv)).map_err(|e| match e.0 {
+                            InboxMsg::Call(inv) => Some(inv.call),
+                            InboxMsg::Migrate { .. } => None,
+                        }),
+                        None => Err(Some(inv.call)),
+                    }
                 };
+                trace!(request = req.id, origin = %req.origin.id, %target, queued = sent.is_ok(), "call arrived");
                 match sent {
-                    Some(true) if oneway => {
+                    Ok(()) if oneway => {
                         // one-way: acknowledge acceptance now; the call runs in turn
                         self.reply(&req.origin, req.id, Ok(Vec::new())).await;
                     }
-                    Some(true) => {}
-                    Some(false) | None => {
+                    Ok(()) => {}
+                    Err(Some(call)) if lock(&self.moved).contains_key(&target) => {
+                        // it moved on while this request was on its way in: follow it
+                        let req = Request {
+                            id: req.id,
+                            origin: req.origin,
+                            target,
+                            hops: req.hops,
+                            via_record: false,
+                            kind: RequestKind::Call {
+                                method: call.method,
+                                args: call.args,
+                                call_id: call.call_id,
+                                oneway: call.oneway,
+                            },
+                        };
+                        Box::pin(self.dispatch(req)).await;
+                    }
+                    Err(_) => {
                         let err = if lock(&self.lost).contains(&target) {
                             RemoteError::ObjectLost(target)
                         } else {
@@ -1458,10 +1485,19 @@ impl NodeInner {
                 .await
             {
                 Ok(_) => {
+                    // The forwarding address is in place before the slot goes, as
+                    // one step: a request handled meanwhile (frames from other
+                    // peers are handled concurrently) finds one or the other.
                     let still_ours = {
                         let mut objects = lock(&self.objects);
                         let ours = objects.get(&id).is_some_and(|slot| slot.epoch == epoch);
                         if ours {
+                            let mut moved = lock(&self.moved);
+                            if moved.len() >= LOCATION_CACHE_LIMIT {
+                                moved.clear();
+                            }
+                            moved.insert(id, to.clone());
+                            drop(moved);
                             objects.remove(&id);
                         }
                         ours
@@ -1470,13 +1506,6 @@ impl NodeInner {
                         debug!(object = %id, to = %to, "object came back while its transfer was confirmed");
                         self.give_way(id, verdict_tx).await;
                         return Ok(());
-                    }
-                    {
-                        let mut moved = lock(&self.moved);
-                        if moved.len() >= LOCATION_CACHE_LIMIT {
-                            moved.clear();
-                        }
-                        moved.insert(id, to.clone());
                     }
                     lock(&self.locations).insert(id, to.clone());
                     let (drained_tx, drained_rx) = oneshot::channel();
