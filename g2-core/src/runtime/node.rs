@@ -14,7 +14,7 @@ use tracing::{Instrument, debug, info_span, trace, warn};
 
 use crate::fault::{Admission, FaultPolicy, IncomingCall, OutgoingCall, OutgoingDecision};
 use crate::id::{NodeId, ObjectId, Peer};
-use crate::overlay::{Overlay, OverlayEvent, Route};
+use crate::overlay::{Overlay, OverlayEvent, Route, Transmit};
 use crate::runtime::context::{self, CURRENT, CallContext};
 use crate::runtime::error::CallError;
 use crate::runtime::object::{Hosted, Object, ObjectHandle, RemoteRef, TypeEntry};
@@ -226,6 +226,9 @@ pub(crate) struct NodeInner {
     started: Instant,
     receiver: Mutex<Option<JoinHandle<()>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Overlay messages on their way out, a queue per destination, each drained
+    /// in order by a task of its own (see `send_overlay`).
+    overlay_out: Mutex<HashMap<NodeId, mpsc::UnboundedSender<Transmit>>>,
 }
 
 /// A running G2 node: a handle that is cheap to clone. Build one with
@@ -292,6 +295,7 @@ impl Node {
             started: Instant::now(),
             receiver: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
+            overlay_out: Mutex::new(HashMap::new()),
         });
         let node = Node { inner };
         // objects kept by a fault-tolerance policy from this node's last run are
@@ -1789,6 +1793,31 @@ impl NodeInner {
         }
     }
 
+    /// Queues an overlay message for its destination's sender task (started
+    /// when there is none): a destination that takes long (a dial to an address
+    /// nobody answers waits out the handshake timeout) holds up only its own
+    /// messages, never the overlay loop and the heartbeats to everyone else.
+    /// Each destination's messages go out in the order queued.
+    fn send_overlay(self: &Arc<Self>, t: Transmit) {
+        let mut out = lock(&self.overlay_out);
+        let to = t.to.id;
+        let t = match out.get(&to) {
+            Some(tx) => match tx.send(t) {
+                Ok(()) => return,
+                Err(e) => e.0,
+            },
+            None => t,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(t);
+        out.insert(to, tx);
+        drop(out);
+        tokio::spawn(
+            overlay_sender(Arc::downgrade(self), to, rx)
+                .instrument(info_span!("node", id = %self.me.id)),
+        );
+    }
+
     async fn handle_event(self: &Arc<Self>, event: OverlayEvent) {
         match event {
             OverlayEvent::Joined => {
@@ -1882,16 +1911,7 @@ async fn overlay_loop(node: Weak<NodeInner>, wake_signal: Arc<Notify>) {
             (transmits, events, deadline)
         };
         for t in transmits {
-            let started = Instant::now();
-            let sent = inner.send_frame(&t.to, Body::Overlay(t.payload)).await;
-            let took = started.elapsed();
-            if took > SLOW_HANDLING {
-                warn!(to = %t.to, "sending an overlay message took {took:?}");
-            }
-            if let Err(e) = sent {
-                debug!(to = %t.to, "overlay message not delivered: {e}");
-                lock(&inner.overlay).peer_unreachable(Instant::now(), t.to.id);
-            }
+            inner.send_overlay(t);
         }
         let had_events = !events.is_empty();
         for e in events {
@@ -1912,6 +1932,51 @@ async fn overlay_loop(node: Weak<NodeInner>, wake_signal: Arc<Notify>) {
         if fired {
             let Some(inner) = node.upgrade() else { return };
             lock(&inner.overlay).handle_timeout(Instant::now());
+        }
+    }
+}
+
+/// How long a destination's overlay sender waits for more before it retires.
+const OVERLAY_SENDER_IDLE: Duration = Duration::from_secs(5);
+
+/// Sends one destination's overlay messages in order (see `send_overlay`).
+async fn overlay_sender(
+    node: Weak<NodeInner>,
+    to: NodeId,
+    mut rx: mpsc::UnboundedReceiver<Transmit>,
+) {
+    loop {
+        let t = match tokio::time::timeout(OVERLAY_SENDER_IDLE, rx.recv()).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(_) => {
+                // idle: retire, unless a message was queued meanwhile (queueing
+                // happens under the same lock, so none can slip in after this)
+                let Some(inner) = node.upgrade() else { return };
+                let mut out = lock(&inner.overlay_out);
+                match rx.try_recv() {
+                    Ok(t) => t,
+                    Err(_) => {
+                        out.remove(&to);
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(inner) = node.upgrade() else { return };
+        if inner.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let started = Instant::now();
+        let sent = inner.send_frame(&t.to, Body::Overlay(t.payload)).await;
+        let took = started.elapsed();
+        if took > SLOW_HANDLING {
+            warn!(to = %t.to, "sending an overlay message took {took:?}");
+        }
+        if let Err(e) = sent {
+            debug!(to = %t.to, "overlay message not delivered: {e}");
+            lock(&inner.overlay).peer_unreachable(Instant::now(), t.to.id);
+            inner.overlay_wake.notify_one();
         }
     }
 }
