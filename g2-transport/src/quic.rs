@@ -413,6 +413,8 @@ struct Inner {
     leaving: AtomicBool,
     /// Connections (stable ids) whose peer answered this node's goodbye.
     acked: Mutex<std::collections::HashSet<usize>>,
+    /// Incoming connections accepted but not yet in `live`.
+    accepting: std::sync::atomic::AtomicUsize,
 }
 
 /// Produces the bytes a status query gets.
@@ -470,6 +472,7 @@ impl QuicTransport {
             reader_ended: Notify::new(),
             leaving: AtomicBool::new(false),
             acked: Mutex::new(std::collections::HashSet::new()),
+            accepting: std::sync::atomic::AtomicUsize::new(0),
         });
         tokio::spawn(accept_loop(Arc::downgrade(&inner), inner.endpoint.clone()));
         info!(node = %inner.me.id, addr = %local, network = %cfg.network, "QUIC endpoint listening");
@@ -646,15 +649,19 @@ impl Inner {
 
 async fn accept_loop(inner: std::sync::Weak<Inner>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
-        if inner
-            .upgrade()
-            .is_some_and(|i| i.leaving.load(Ordering::Acquire))
-        {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        if strong.leaving.load(Ordering::Acquire) {
             incoming.refuse();
             continue;
         }
+        // counted until the connection is in `live` (or failed)
+        strong.accepting.fetch_add(1, Ordering::AcqRel);
+        drop(strong);
         let inner = inner.clone();
         tokio::spawn(async move {
+            let accepting = AcceptGuard(inner.clone());
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
@@ -667,6 +674,10 @@ async fn accept_loop(inner: std::sync::Weak<Inner>, endpoint: quinn::Endpoint) {
                 .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
                 .and_then(|h| h.protocol)
                 .is_some_and(|p| p == STATUS_ALPN);
+            if !is_status && let Some(i) = inner.upgrade() {
+                lock(&i.live).insert(conn.stable_id(), conn.clone());
+            }
+            drop(accepting);
             if is_status {
                 let provider = inner.upgrade().and_then(|i| lock(&i.status).clone());
                 answer_status(conn, provider).await;
@@ -677,6 +688,9 @@ async fn accept_loop(inner: std::sync::Weak<Inner>, endpoint: quinn::Endpoint) {
                 Err(e) => {
                     warn!(remote = %conn.remote_address(), "refused a peer: {e}");
                     conn.close(CLOSE_MISBEHAVING.into(), e.as_bytes());
+                    if let Some(i) = inner.upgrade() {
+                        lock(&i.live).remove(&conn.stable_id());
+                    }
                     return;
                 }
             };
@@ -780,6 +794,17 @@ async fn read_connection(inner: std::sync::Weak<Inner>, conn: quinn::Connection,
             from.clone(),
             stream,
         ));
+    }
+}
+
+/// Counts an incoming connection until it is in `live` (see `close_gracefully`).
+struct AcceptGuard(std::sync::Weak<Inner>);
+
+impl Drop for AcceptGuard {
+    fn drop(&mut self) {
+        if let Some(i) = self.0.upgrade() {
+            i.accepting.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -969,31 +994,51 @@ impl Transport for QuicTransport {
         }
         let inner = &self.inner;
         inner.leaving.store(true, Ordering::Release);
-        // 1. goodbye on every connection, on a stream of its own
-        let live: Vec<quinn::Connection> = lock(&inner.live).values().cloned().collect();
-        let goodbyes = live.iter().map(|c| async move {
-            let mut s = c.open_uni().await.ok()?;
-            s.write_all(&GOODBYE.to_be_bytes()).await.ok()?;
-            s.finish().ok()
-        });
-        let _ = tokio::time::timeout(GOODBYE_WAIT, futures::future::join_all(goodbyes)).await;
-        // 2. each peer answers after its last frame, on the same stream: wait
-        // until every connection answered (or closed), then until every reader
-        // has handled what it read and ended
-        let drained = tokio::time::timeout(GOODBYE_WAIT, async {
+        // 1. goodbye on every connection, on a stream of its own, and 2. each
+        // peer answers after its last frame, on the stream it sends on: wait
+        // until every connection answered (or closed) and every reader has
+        // handled what it read. Connections still being accepted when the
+        // goodbye began (their peers may be sending already) are greeted as
+        // they appear.
+        let mut greeted: HashMap<usize, quinn::Connection> = HashMap::new();
+        let drained = tokio::time::timeout(2 * GOODBYE_WAIT, async {
             loop {
                 let ended = inner.reader_ended.notified();
                 tokio::pin!(ended);
                 ended.as_mut().enable();
+                let new: Vec<quinn::Connection> = lock(&inner.live)
+                    .iter()
+                    .filter(|(id, _)| !greeted.contains_key(id))
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                for c in new {
+                    greeted.insert(c.stable_id(), c.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut s) = c.open_uni().await else {
+                            return;
+                        };
+                        if s.write_all(&GOODBYE.to_be_bytes()).await.is_ok() {
+                            let _ = s.finish();
+                        }
+                    });
+                }
                 let all_answered = {
                     let acked = lock(&inner.acked);
-                    live.iter()
-                        .all(|c| acked.contains(&c.stable_id()) || c.close_reason().is_some())
+                    greeted
+                        .iter()
+                        .all(|(id, c)| acked.contains(id) || c.close_reason().is_some())
                 };
-                if all_answered && inner.readers.load(Ordering::Acquire) == 0 {
+                if all_answered
+                    && inner.readers.load(Ordering::Acquire) == 0
+                    && inner.accepting.load(Ordering::Acquire) == 0
+                {
                     return;
                 }
-                ended.await;
+                // a connection being accepted says nothing when it is ready
+                tokio::select! {
+                    _ = &mut ended => {}
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
             }
         })
         .await;
