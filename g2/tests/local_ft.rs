@@ -541,15 +541,37 @@ async fn a_new_host_that_dies_mid_transfer_comes_back_with_the_only_copy() {
         .expect("feed call")
         .expect("every add acknowledged");
     assert_eq!(acked.len(), 120);
-    let hosts: Vec<NodeId> = net
-        .nodes
-        .iter()
-        .map(|(n, _, _)| n)
-        .filter(|n| !n.is_stopped())
-        .filter(|n| n.hosted_objects().iter().any(|(id, _)| *id == ledger_id))
-        .map(|n| n.id())
-        .collect();
-    assert_eq!(hosts, vec![back.id()], "one live copy, at the newcomer");
+    // Never two live copies (a copy frozen for a transfer runs nothing). The
+    // old host's frozen copy goes once its next attempt hears the newcomer has
+    // the ledger (bounded wait).
+    let hosts = |live_only: bool| -> Vec<NodeId> {
+        net.nodes
+            .iter()
+            .map(|(n, _, _)| n)
+            .filter(|n| !n.is_stopped())
+            .filter(|n| n.hosted_objects().iter().any(|(id, _)| *id == ledger_id))
+            .filter(|n| !live_only || !n.moving_out().contains(&ledger_id))
+            .map(|n| n.id())
+            .collect()
+    };
+    for _ in 0..1000 {
+        let live = hosts(true);
+        assert!(
+            live.len() <= 1,
+            "two live copies of the ledger: {live:?} (newcomer {}, old host {})",
+            back.id(),
+            old_host.id()
+        );
+        if hosts(false) == vec![back.id()] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        hosts(false),
+        vec![back.id()],
+        "one copy left, at the newcomer"
+    );
     let (total, applied) = ledger.totals().await.unwrap();
     let seen = sink.seen().await.unwrap();
     assert_eq!(applied, 120, "each acknowledged add applied exactly once");

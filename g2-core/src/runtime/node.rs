@@ -438,6 +438,18 @@ impl Node {
         v
     }
 
+    /// The hosted objects frozen for a transfer to another node: they run no
+    /// call (calls queue) until the new host confirms, then they are gone.
+    pub fn moving_out(&self) -> Vec<ObjectId> {
+        let mut v: Vec<_> = lock(&self.inner.objects)
+            .iter()
+            .filter(|(_, slot)| slot.migrating)
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort();
+        v
+    }
+
     /// A proxy for an existing object of this network.
     pub fn reference<R: RemoteRef>(&self, id: ObjectId) -> R {
         let uri = ObjectUri {
