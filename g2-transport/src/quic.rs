@@ -41,11 +41,10 @@ use tracing::{debug, info, warn};
 /// Application error code sent when closing a connection to a misbehaving peer.
 pub const CLOSE_MISBEHAVING: u32 = 1;
 /// How long each step of a graceful close waits for peers at most.
-pub const GOODBYE_WAIT: Duration = Duration::from_secs(2);
+pub const GOODBYE_WAIT: Duration = Duration::from_secs(1);
 /// Application error code of an orderly shutdown.
 pub const CLOSE_SHUTDOWN: u32 = 0;
-/// How long a closing endpoint keeps its connections for passing on what had
-/// already arrived.
+/// How long a graceful close waits, at most, for its close to reach the peers.
 pub const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// Why the QUIC transport could not start.
@@ -613,6 +612,9 @@ impl Inner {
                 _ => None,
             }
         };
+        // a peer that said goodbye sends nothing more here: if this node leaves
+        // too, the connection needs no answer to its own goodbye
+        lock(&self.acked).insert(conn.stable_id());
         debug!(peer = %id, "the peer is leaving; no more frames to it on this connection");
         let conn = conn.clone();
         tokio::spawn(async move {
@@ -1001,7 +1003,7 @@ impl Transport for QuicTransport {
         // goodbye began (their peers may be sending already) are greeted as
         // they appear.
         let mut greeted: HashMap<usize, quinn::Connection> = HashMap::new();
-        let drained = tokio::time::timeout(2 * GOODBYE_WAIT, async {
+        let drained = tokio::time::timeout(GOODBYE_WAIT, async {
             loop {
                 let ended = inner.reader_ended.notified();
                 tokio::pin!(ended);
@@ -1043,9 +1045,21 @@ impl Transport for QuicTransport {
         })
         .await;
         if drained.is_err() {
+            let acked = lock(&inner.acked).clone();
+            let silent: Vec<String> = greeted
+                .iter()
+                .filter(|(id, c)| !acked.contains(id) && c.close_reason().is_none())
+                .map(|(_, c)| {
+                    peer_id(c).map_or_else(|e| e, |p| p.to_string())
+                        + "@"
+                        + &c.remote_address().to_string()
+                })
+                .collect();
             debug!(
                 node = %inner.me.id,
                 readers = inner.readers.load(Ordering::Acquire),
+                accepting = inner.accepting.load(Ordering::Acquire),
+                ?silent,
                 "not every peer answered the goodbye in time"
             );
         }
@@ -1071,6 +1085,9 @@ impl Transport for QuicTransport {
         });
         let _ = tokio::time::timeout(GOODBYE_WAIT, futures::future::join_all(finishing)).await;
         self.close();
+        // let the close reach the peers before the process may exit: a peer that
+        // never hears it keeps a dead connection until its idle timeout
+        let _ = tokio::time::timeout(CLOSE_GRACE, inner.endpoint.wait_idle()).await;
     }
 
     fn close(&self) {

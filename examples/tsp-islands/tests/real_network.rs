@@ -247,7 +247,7 @@ const GA: &[&str] = &[
     "--islands",
     "6",
     "--epochs",
-    "1000",
+    "2000",
     "--generations",
     "2",
     "--seed",
