@@ -405,9 +405,10 @@ struct Inner {
     handler: std::sync::OnceLock<FrameHandler>,
     /// Every connection being read, by stable id (dialled and accepted).
     live: Mutex<HashMap<usize, quinn::Connection>>,
-    /// Stream readers running, and a signal when one ends.
+    /// Stream readers running.
     readers: std::sync::atomic::AtomicUsize,
-    reader_ended: Notify,
+    /// Signalled when a reader ends or a goodbye is answered.
+    goodbye_progress: Notify,
     /// Saying goodbye: new connections are refused.
     leaving: AtomicBool,
     /// Connections (stable ids) whose peer answered this node's goodbye.
@@ -468,7 +469,7 @@ impl QuicTransport {
             handler: std::sync::OnceLock::new(),
             live: Mutex::new(HashMap::new()),
             readers: std::sync::atomic::AtomicUsize::new(0),
-            reader_ended: Notify::new(),
+            goodbye_progress: Notify::new(),
             leaving: AtomicBool::new(false),
             acked: Mutex::new(std::collections::HashSet::new()),
             accepting: std::sync::atomic::AtomicUsize::new(0),
@@ -557,6 +558,7 @@ impl QuicTransport {
             }
         };
         let id = peer_id(&conn).map_err(TransportError::Other)?;
+        lock(&self.inner.live).insert(conn.stable_id(), conn.clone());
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(read_connection(weak, conn.clone(), id));
         Ok((id, conn))
@@ -630,11 +632,7 @@ impl Inner {
                 }
             }
             // nothing sent on this connection's stream yet: answer on a new one
-            if let Ok(mut s) = conn.open_uni().await
-                && s.write_all(&ack).await.is_ok()
-            {
-                let _ = s.finish();
-            }
+            write_marker(&conn, GOODBYE_ACK).await;
         });
     }
 
@@ -776,9 +774,6 @@ pub async fn query_status(addr: SocketAddr) -> Result<Vec<u8>, QuicError> {
 /// Reads frames from every stream the peer opens on `conn`.
 async fn read_connection(inner: std::sync::Weak<Inner>, conn: quinn::Connection, id: NodeId) {
     let from = Peer::new(id, NodeAddr::new(conn.remote_address().to_string()));
-    if let Some(i) = inner.upgrade() {
-        lock(&i.live).insert(conn.stable_id(), conn.clone());
-    }
     loop {
         let stream = match conn.accept_uni().await {
             Ok(s) => s,
@@ -796,6 +791,15 @@ async fn read_connection(inner: std::sync::Weak<Inner>, conn: quinn::Connection,
             from.clone(),
             stream,
         ));
+    }
+}
+
+/// Writes `marker` ([`GOODBYE`] or [`GOODBYE_ACK`]) on a stream of its own.
+async fn write_marker(conn: &quinn::Connection, marker: u32) {
+    if let Ok(mut s) = conn.open_uni().await
+        && s.write_all(&marker.to_be_bytes()).await.is_ok()
+    {
+        let _ = s.finish();
     }
 }
 
@@ -826,7 +830,7 @@ impl Drop for ReaderGuard {
     fn drop(&mut self) {
         if let Some(i) = self.0.upgrade() {
             i.readers.fetch_sub(1, Ordering::AcqRel);
-            i.reader_ended.notify_waiters();
+            i.goodbye_progress.notify_waiters();
         }
     }
 }
@@ -858,7 +862,7 @@ async fn read_stream(
         if len == GOODBYE_ACK {
             if let Some(inner) = inner.upgrade() {
                 lock(&inner.acked).insert(conn.stable_id());
-                inner.reader_ended.notify_waiters();
+                inner.goodbye_progress.notify_waiters();
             }
             continue;
         }
@@ -1005,7 +1009,7 @@ impl Transport for QuicTransport {
         let mut greeted: HashMap<usize, quinn::Connection> = HashMap::new();
         let drained = tokio::time::timeout(GOODBYE_WAIT, async {
             loop {
-                let ended = inner.reader_ended.notified();
+                let ended = inner.goodbye_progress.notified();
                 tokio::pin!(ended);
                 ended.as_mut().enable();
                 let new: Vec<quinn::Connection> = lock(&inner.live)
@@ -1015,14 +1019,7 @@ impl Transport for QuicTransport {
                     .collect();
                 for c in new {
                     greeted.insert(c.stable_id(), c.clone());
-                    tokio::spawn(async move {
-                        let Ok(mut s) = c.open_uni().await else {
-                            return;
-                        };
-                        if s.write_all(&GOODBYE.to_be_bytes()).await.is_ok() {
-                            let _ = s.finish();
-                        }
-                    });
+                    tokio::spawn(async move { write_marker(&c, GOODBYE).await });
                 }
                 let all_answered = {
                     let acked = lock(&inner.acked);

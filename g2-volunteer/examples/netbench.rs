@@ -561,6 +561,18 @@ fn stats(mut v: Vec<Duration>) -> Value {
     })
 }
 
+/// Calls per second: the tasks' call counts over the time since `started`.
+async fn per_second(
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<Result<u64, String>>>,
+) -> Result<f64, String> {
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.map_err(s("task"))??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
 async fn g2_rate(
     objs: &[BenchRef],
     inflight: usize,
@@ -583,11 +595,7 @@ async fn g2_rate(
             })
         })
         .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.map_err(s("task"))??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    per_second(started, tasks).await
 }
 
 async fn bare_rate(
@@ -619,11 +627,7 @@ async fn bare_rate(
             })
         })
         .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.map_err(s("task"))??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    per_second(started, tasks).await
 }
 
 async fn grpc_rate(
@@ -648,11 +652,7 @@ async fn grpc_rate(
             })
         })
         .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.map_err(s("task"))??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    per_second(started, tasks).await
 }
 
 async fn wait_until(

@@ -1106,12 +1106,7 @@ impl NodeInner {
                             target,
                             hops: req.hops,
                             via_record: false,
-                            kind: RequestKind::Call {
-                                method: call.method,
-                                args: call.args,
-                                call_id: call.call_id,
-                                oneway: call.oneway,
-                            },
+                            kind: call_request(call),
                         };
                         Box::pin(self.dispatch(req)).await;
                     }
@@ -1714,12 +1709,7 @@ impl NodeInner {
             target,
             hops: 1,
             via_record: false,
-            kind: RequestKind::Call {
-                method: inv.call.method,
-                args: inv.call.args,
-                call_id: inv.call.call_id,
-                oneway: inv.call.oneway,
-            },
+            kind: call_request(inv.call),
         };
         if to.id == self.me.id {
             // the object is hosted here again
@@ -1882,6 +1872,16 @@ async fn receive_loop(node: Weak<NodeInner>, transport: Arc<dyn Transport>) {
             return;
         }
         handle_one(node.clone(), incoming).await;
+    }
+}
+
+/// The request that asks for `call` again (passed on to the object's host).
+fn call_request(call: IncomingCall) -> RequestKind {
+    RequestKind::Call {
+        method: call.method,
+        args: call.args,
+        call_id: call.call_id,
+        oneway: call.oneway,
     }
 }
 
