@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::id::{CallId, NodeId, ObjectId, Peer};
 
 /// The protocol version this build speaks.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 
 /// Largest frame accepted or produced, in bytes (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -42,6 +42,18 @@ pub enum Body {
     /// replica set so that whoever becomes root after a failure knows the object
     /// existed (and answers "lost", not "not found").
     Placement(Placement),
+    /// How loaded the sender is, told to its leaf set now and then: a node
+    /// places objects on less-loaded neighbours (paper §3.5).
+    Load(LoadReport),
+}
+
+/// A node's load, as it tells its neighbours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// The objects it runs (frozen copies on their way out not counted).
+    pub objects: u32,
+    /// Whether it takes objects at all (a client that only calls does not).
+    pub hosting: bool,
 }
 
 /// Where an object lives, as told to its replica set.
@@ -105,6 +117,11 @@ pub enum RequestKind {
         /// What the policy's records carry with the object (`FaultPolicy::export`).
         #[serde(with = "serde_bytes")]
         carried: Vec<u8>,
+        /// Sent by load balancing to a node that is not the object's root: the
+        /// new host keeps it (the root's placement record points there) rather
+        /// than pass it on to the root.
+        #[serde(default)]
+        placed: bool,
     },
     /// A method call.
     Call {
@@ -291,7 +308,7 @@ impl Body {
                 RequestKind::Call { args, .. } => args.len(),
             },
             Body::Reply(r) => r.outcome.as_ref().map_or(0, |b| b.0.len()),
-            Body::Placement(_) => 0,
+            Body::Placement(_) | Body::Load(_) => 0,
         }
     }
 }
@@ -308,6 +325,7 @@ pub mod codec {
     const TAG_REQUEST: u8 = 1;
     const TAG_REPLY: u8 = 2;
     const TAG_PLACEMENT: u8 = 3;
+    const TAG_LOAD: u8 = 4;
     const KIND_CREATE: u8 = 0;
     const KIND_MIGRATE: u8 = 1;
     const KIND_CALL: u8 = 2;
@@ -371,6 +389,7 @@ pub mod codec {
                         next_call_seq,
                         transfer,
                         carried,
+                        placed,
                     } => {
                         out.push(KIND_MIGRATE);
                         put_bytes(out, type_name.as_bytes());
@@ -379,6 +398,7 @@ pub mod codec {
                         put_varint(out, *next_call_seq);
                         put_varint(out, *transfer);
                         put_bytes(out, carried);
+                        out.push(u8::from(*placed));
                     }
                     RequestKind::Call {
                         method,
@@ -417,6 +437,11 @@ pub mod codec {
                 put_id(out, p.object.as_u128());
                 put_peer(out, &p.host);
                 put_bytes(out, p.policy.as_bytes());
+            }
+            Body::Load(l) => {
+                out.push(TAG_LOAD);
+                put_varint(out, u64::from(l.objects));
+                out.push(u8::from(l.hosting));
             }
         }
         Ok(())
@@ -534,6 +559,7 @@ pub mod codec {
                         next_call_seq: r.varint("next_call_seq")?,
                         transfer: r.varint("transfer")?,
                         carried: r.bytes("carried")?.to_vec(),
+                        placed: r.flag("placed")?,
                     },
                     KIND_CALL => RequestKind::Call {
                         method: r.string("method")?,
@@ -575,6 +601,15 @@ pub mod codec {
                 host: r.peer("host")?,
                 policy: r.string("policy")?,
             }),
+            TAG_LOAD => {
+                let at = r.at;
+                let objects = u32::try_from(r.varint("load")?)
+                    .map_err(|_| malformed("load: more than 2^32 objects", at))?;
+                Body::Load(LoadReport {
+                    objects,
+                    hosting: r.flag("hosting")?,
+                })
+            }
             t => return Err(malformed(&format!("unknown body tag {t}"), r.at - 1)),
         };
         if r.at != bytes.len() {
@@ -658,7 +693,7 @@ mod tests {
 
     #[test]
     fn a_huge_declared_length_is_an_error_not_an_allocation() {
-        // version 2, Overlay, length 2^62 as a varint, no payload
+        // this version, Overlay, length 2^62 as a varint, no payload
         let mut bytes = WIRE_VERSION.to_be_bytes().to_vec();
         bytes.push(0);
         let mut n = 1u64 << 62;
@@ -704,6 +739,7 @@ mod tests {
                     next_call_seq: 1 << 35,
                     transfer: 127,
                     carried: vec![],
+                    placed: true,
                 },
             }),
             Body::Reply(Reply {
@@ -723,6 +759,14 @@ mod tests {
                 object: ObjectId::from_u128(42),
                 host: peer,
                 policy: "replicated".into(),
+            }),
+            Body::Load(LoadReport {
+                objects: u32::MAX,
+                hosting: false,
+            }),
+            Body::Load(LoadReport {
+                objects: 3,
+                hosting: true,
             }),
         ];
         for b in bodies {

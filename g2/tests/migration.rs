@@ -58,7 +58,8 @@ impl Tally for Count {
 
 async fn network(routing: Routing, n: usize) -> TestNet {
     TestNet::new(routing, "migrate.test", n, Duration::from_secs(20), |b| {
-        b.register::<Count>()
+        // objects stay on their roots here: these tests follow the root
+        b.register::<Count>().load_balancing(false)
     })
     .await
 }
@@ -256,6 +257,7 @@ async fn an_object_that_comes_back_before_its_transfer_is_confirmed_keeps_every_
             .overlay(dir.overlay())
             .transport(t)
             .call_timeout(Duration::from_millis(400))
+            .load_balancing(false)
             .register::<Count>()
             .build()
             .await

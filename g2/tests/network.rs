@@ -78,7 +78,11 @@ impl Cell for Counter {
 const NET: &str = "test.g2";
 
 async fn network(routing: Routing, n: usize, call_timeout: Duration) -> TestNet {
-    TestNet::new(routing, NET, n, call_timeout, |b| b.register::<Counter>()).await
+    TestNet::new(routing, NET, n, call_timeout, |b| {
+        // objects stay on their roots: these tests check routing to the root
+        b.register::<Counter>().load_balancing(false)
+    })
+    .await
 }
 
 on_both_overlays!(

@@ -283,6 +283,9 @@ async fn client_node(args: &Args, bootstrap: std::net::SocketAddr) -> Result<Nod
         .overlay(routing(args)?)
         .transport(transport)
         .bootstrap(g2::NodeAddr::new(bootstrap.to_string()))
+        // the client starts the run and calls; the volunteers run the islands
+        // (it hosts one only while it knows no volunteer, and passes it on)
+        .host_objects(false)
         .register::<TspIsland>();
     // the client chooses the run's policy; the volunteers keep the records
     if let Some(p) = args.policy(std::sync::Arc::new(g2::MemStore::new())) {
@@ -385,7 +388,7 @@ async fn run_network(
         None => nodes.len(),
     };
     if args.connect.is_some() {
-        // hand the islands this node hosts to the network before going
+        // hand on whatever this node still hosts before going
         for n in &nodes {
             if let Err(e) = n.leave().await {
                 eprintln!("tsp-islands: leaving: {e}");

@@ -47,6 +47,8 @@ struct Options {
     call_timeout: Duration,
     join_timeout: Duration,
     bootstrap: Option<NodeAddr>,
+    host_objects: bool,
+    load_balancing: bool,
 }
 
 /// Default deadline of a call.
@@ -68,6 +70,8 @@ impl NodeBuilder {
                 call_timeout: DEFAULT_CALL_TIMEOUT,
                 join_timeout: DEFAULT_JOIN_TIMEOUT,
                 bootstrap: None,
+                host_objects: true,
+                load_balancing: true,
             },
         }
     }
@@ -116,6 +120,25 @@ impl<N, O, T> NodeBuilder<N, O, T> {
     /// How long `build` waits for the overlay join to finish.
     pub fn join_timeout(mut self, timeout: Duration) -> Self {
         self.opts.join_timeout = timeout;
+        self
+    }
+
+    /// Whether this node runs objects (default: yes). A node that does not (a
+    /// client that only starts a run and calls) still joins the overlay, routes
+    /// and keeps placement records; objects whose root it is are placed on the
+    /// least-loaded neighbours that do host (paper §3.5). It hosts one itself only
+    /// while no such neighbour is known, and passes it on once one is.
+    pub fn host_objects(mut self, yes: bool) -> Self {
+        self.opts.host_objects = yes;
+        self
+    }
+
+    /// Whether this node balances its load with its leaf set (default: yes):
+    /// it places new objects on, and passes running ones to, neighbours that
+    /// run fewer (paper §3.5). The root keeps a pointer, so calls still reach
+    /// the object, one hop more. Off, every object lives on its root.
+    pub fn load_balancing(mut self, yes: bool) -> Self {
+        self.opts.load_balancing = yes;
         self
     }
 
@@ -207,6 +230,8 @@ impl NodeBuilder<WithNetwork, WithOverlay, WithTransport> {
             policies: opts.policies,
             types,
             call_timeout: opts.call_timeout,
+            host_objects: opts.host_objects,
+            load_balancing: opts.load_balancing,
         };
         Node::start(cfg, bootstrap, opts.join_timeout).await
     }

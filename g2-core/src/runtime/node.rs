@@ -48,6 +48,20 @@ const NOT_FOUND_GRACE: Duration = Duration::from_secs(15);
 /// Handling one frame or sending one overlay message for longer than this is
 /// logged: everything behind it waited.
 const SLOW_HANDLING: Duration = Duration::from_millis(500);
+/// How often a node tells its leaf set its load and balances against theirs.
+const LOAD_EVERY: Duration = Duration::from_millis(500);
+/// A neighbour's load report older than this is not acted on.
+const LOAD_STALE: Duration = Duration::from_secs(3);
+/// How many of its nearest nodes a node balances its load with (its leaf set).
+const LEAF_SET: usize = 8;
+/// A running object is passed to a neighbour that runs at least this many
+/// fewer (a new one goes to any neighbour that runs fewer).
+const IMBALANCE: u32 = 2;
+/// An object stays at least this long where it arrived before load balancing
+/// moves it on.
+const MIN_STAY: Duration = Duration::from_secs(1);
+/// How long a node that does not host waits at start for a neighbour that does.
+const HOSTING_NEIGHBOUR_WAIT: Duration = Duration::from_secs(2);
 
 /// Counters a node keeps about its work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -118,6 +132,11 @@ struct ObjectSlot {
     /// the call" atomic, so that calls run in the order they were logged.
     arrival: Option<Arrival>,
     migrating: bool,
+    /// Hosted here by load balancing though this node is not the object's root
+    /// (whose placement record points here): left where it is by `rebalance`.
+    placed: bool,
+    /// When it arrived here.
+    since: Instant,
     /// Tells this hosting apart from a later one of the same object here (an
     /// object can come back while its transfer out is still being confirmed).
     epoch: u64,
@@ -182,6 +201,17 @@ pub(crate) struct Config {
     pub(crate) policies: HashMap<String, Arc<dyn FaultPolicy>>,
     pub(crate) types: HashMap<&'static str, TypeEntry>,
     pub(crate) call_timeout: Duration,
+    pub(crate) host_objects: bool,
+    pub(crate) load_balancing: bool,
+}
+
+/// What a neighbour last said of its load.
+struct PeerLoad {
+    objects: u32,
+    hosting: bool,
+    at: Instant,
+    /// Sent objects by load balancing since this report.
+    awaiting: bool,
 }
 
 pub(crate) struct NodeInner {
@@ -228,7 +258,15 @@ pub(crate) struct NodeInner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Overlay messages on their way out, a queue per destination, each drained
     /// in order by a task of its own (see `send_overlay`).
-    overlay_out: Mutex<HashMap<NodeId, mpsc::UnboundedSender<Transmit>>>,
+    overlay_out: Mutex<HashMap<NodeId, mpsc::UnboundedSender<(Peer, Body)>>>,
+    /// Whether this node runs objects (see `NodeBuilder::host_objects`).
+    host_objects: bool,
+    load_balancing: bool,
+    /// The neighbours' load, as last reported, plus the objects this node has
+    /// sent them since.
+    loads: Mutex<HashMap<NodeId, PeerLoad>>,
+    /// Signalled when a neighbour that hosts reports its load.
+    hosting_neighbour: Notify,
 }
 
 /// A running G2 node: a handle that is cheap to clone. Build one with
@@ -296,6 +334,10 @@ impl Node {
             receiver: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             overlay_out: Mutex::new(HashMap::new()),
+            host_objects: cfg.host_objects,
+            load_balancing: cfg.load_balancing,
+            loads: Mutex::new(HashMap::new()),
+            hosting_neighbour: Notify::new(),
         });
         let node = Node { inner };
         // objects kept by a fault-tolerance policy from this node's last run are
@@ -351,6 +393,23 @@ impl Node {
         node.inner.ready.send_replace(true);
         if !lock(&node.inner.objects).is_empty() {
             node.inner.publish_placements(None).await;
+        }
+        // a node that does not host waits (bounded) until it knows a neighbour
+        // that does, so that the objects it creates go there from the start
+        let signals = node.inner.clone();
+        let hosting_known = signals.hosting_neighbour.notified();
+        tokio::pin!(hosting_known);
+        hosting_known.as_mut().enable();
+        let loads = tokio::spawn(
+            load_loop(Arc::downgrade(&node.inner)).instrument(info_span!("node", id = %me.id)),
+        );
+        lock(&node.inner.tasks).push(loads);
+        let alone = lock(&node.inner.overlay)
+            .replica_set(me.id.key(), 2)
+            .iter()
+            .all(|p| p.id == me.id);
+        if !node.inner.host_objects && !alone && !node.inner.knows_hosting_neighbour() {
+            let _ = tokio::time::timeout(HOSTING_NEIGHBOUR_WAIT, hosting_known).await;
         }
         Ok(node)
     }
@@ -674,7 +733,7 @@ impl Node {
                     break Err(format!("none of the {} next nodes took it", tried.len()));
                 }
                 tried.push(to.id);
-                match inner.migrate(id, to).await {
+                match inner.migrate(id, to, false).await {
                     Err(e) if e.starts_with(UNREACHABLE) => continue,
                     r => break r,
                 }
@@ -898,6 +957,24 @@ impl NodeInner {
                 self.deliver_local(req).await;
                 return;
             }
+            if req.via_record && matches!(req.kind, RequestKind::Create { .. }) {
+                // a root placed the new object here (load balancing)
+                self.deliver_local(req).await;
+                return;
+            }
+            let overlay_route = lock(&self.overlay).route(req.target.key());
+            // At the root, the placement record names the current host: it is
+            // newer than any forwarding address left here by an earlier move
+            // (forwarding addresses chained over several moves would send a
+            // call round in circles once one of those hosts is gone).
+            let record = match overlay_route {
+                Route::Local if !req.via_record => self.placement_of(&req),
+                _ => None,
+            };
+            if let Some(record) = record {
+                self.follow_record(req, record).await;
+                return;
+            }
             let moved = lock(&self.moved).get(&req.target).cloned();
             if req.via_record && moved.is_none() {
                 // a root sent this here on the strength of a stale record
@@ -910,27 +987,14 @@ impl NodeInner {
                 .await;
                 return;
             }
+            let forwarding = moved.is_some();
             let route = match moved {
                 Some(host) => Route::Forward(host),
-                None => lock(&self.overlay).route(req.target.key()),
+                None => overlay_route,
             };
             match route {
                 Route::Local => {
-                    match self.placement_of(&req) {
-                        Some(Placement::Lost) => {
-                            let err = RemoteError::ObjectLost(req.target);
-                            self.reply(&req.origin, req.id, Err(err)).await;
-                        }
-                        Some(Placement::Unavailable(host)) => {
-                            let err = RemoteError::Unavailable {
-                                object: req.target,
-                                host,
-                            };
-                            self.reply(&req.origin, req.id, Err(err)).await;
-                        }
-                        Some(Placement::At(host)) => self.forward_to_recorded_host(req, host).await,
-                        None => self.deliver_local(req).await,
-                    }
+                    self.deliver_local(req).await;
                     return;
                 }
                 Route::Forward(next) if next.id == self.me.id => {
@@ -952,6 +1016,14 @@ impl NodeInner {
                         Err(e) => {
                             debug!(next = %next, "next hop unreachable ({e}); re-routing");
                             req.hops -= 1;
+                            if forwarding {
+                                // the object moved on from there, or was lost
+                                // with it: the root's records know which
+                                let mut moved = lock(&self.moved);
+                                if moved.get(&req.target).is_some_and(|p| p.id == next.id) {
+                                    moved.remove(&req.target);
+                                }
+                            }
                             self.peer_unreachable(next.id);
                         }
                     }
@@ -960,6 +1032,25 @@ impl NodeInner {
         }
         let reason = format!("no reachable next hop after {MAX_SEND_ATTEMPTS} attempts");
         self.fail_request(req, reason).await;
+    }
+
+    /// Answers or passes on a call at the root of an object hosted elsewhere,
+    /// as its placement record says.
+    async fn follow_record(self: &Arc<Self>, req: Request, record: Placement) {
+        match record {
+            Placement::Lost => {
+                let err = RemoteError::ObjectLost(req.target);
+                self.reply(&req.origin, req.id, Err(err)).await;
+            }
+            Placement::Unavailable(host) => {
+                let err = RemoteError::Unavailable {
+                    object: req.target,
+                    host,
+                };
+                self.reply(&req.origin, req.id, Err(err)).await;
+            }
+            Placement::At(host) => self.forward_to_recorded_host(req, host).await,
+        }
     }
 
     async fn fail_request(self: &Arc<Self>, req: Request, reason: String) {
@@ -979,6 +1070,7 @@ impl NodeInner {
                 if let Some(to) = self.successor(req.target) {
                     let mut req = req;
                     req.hops += 1;
+                    req.via_record = false;
                     if self
                         .send_frame(&to, Body::Request(req.clone()))
                         .await
@@ -991,12 +1083,48 @@ impl NodeInner {
                     self.fail_request(req, "this node is leaving".into()).await;
                 }
             }
+            RequestKind::Create { .. } if !req.via_record => {
+                // the root may place a new object on a less-loaded neighbour
+                // (paper §3.5); its placement record points there at once, so
+                // that calls routed here find it
+                let Some(to) = self.placement_target() else {
+                    let mut req = req;
+                    req.via_record = true; // hosted here, decided
+                    return Box::pin(self.deliver_local(req)).await;
+                };
+                let RequestKind::Create { policy, .. } = &req.kind else {
+                    unreachable!()
+                };
+                let record = crate::wire::Placement {
+                    object: req.target,
+                    host: to.clone(),
+                    policy: policy.clone(),
+                };
+                lock(&self.placements).insert(req.target, record);
+                let mut fwd = req.clone();
+                fwd.via_record = true;
+                fwd.hops += 1;
+                debug!(object = %req.target, to = %to, "placing a new object on a less-loaded neighbour");
+                if let Err(e) = self.send_frame(&to, Body::Request(fwd)).await {
+                    debug!(to = %to, "could not place a new object there ({e}); hosting it here");
+                    lock(&self.placements).remove(&req.target);
+                    self.peer_unreachable(to.id);
+                    let mut req = req;
+                    req.via_record = true;
+                    Box::pin(self.deliver_local(req)).await;
+                }
+            }
             RequestKind::Create {
                 type_name,
                 init,
                 policy,
             } => {
-                let outcome = self.activate(req.target, &type_name, &init, &policy).await;
+                // here either the root (no better place, or `via_record` set by
+                // the decision above) or a neighbour the root placed it on
+                let placed = req.via_record && !lock(&self.overlay).is_root(req.target.key());
+                let outcome = self
+                    .activate(req.target, &type_name, &init, &policy, placed)
+                    .await;
                 self.reply(&req.origin, req.id, outcome.map(|()| Vec::new()))
                     .await;
             }
@@ -1007,6 +1135,7 @@ impl NodeInner {
                 next_call_seq,
                 transfer,
                 carried,
+                placed,
             } => {
                 let outcome = self
                     .install(
@@ -1017,6 +1146,7 @@ impl NodeInner {
                             policy_name: &policy,
                             next_call_seq,
                             carried: &carried,
+                            placed,
                         },
                         transfer,
                         req.origin.id,
@@ -1129,6 +1259,7 @@ impl NodeInner {
         type_name: &str,
         init: &[u8],
         policy_name: &str,
+        placed: bool,
     ) -> Result<(), RemoteError> {
         let entry = *self
             .types
@@ -1158,7 +1289,17 @@ impl NodeInner {
                 }
             })?;
         }
-        self.host(id, entry, obj, policy, policy_name, 0, Vec::new(), false);
+        self.host(
+            id,
+            entry,
+            obj,
+            policy,
+            policy_name,
+            0,
+            Vec::new(),
+            false,
+            placed,
+        );
         debug!(object = %id, r#type = type_name, "activated object");
         self.publish_placements(Some(id)).await;
         Ok(())
@@ -1206,6 +1347,7 @@ impl NodeInner {
             policy_name,
             next_call_seq,
             carried,
+            placed,
         } = t;
         if self.leaving.load(Ordering::Acquire) || self.stopped.load(Ordering::Acquire) {
             return Err(RemoteError::NoRoute {
@@ -1264,6 +1406,7 @@ impl NodeInner {
             next_call_seq,
             Vec::new(),
             false,
+            placed,
         );
         self.counters.migrations_in.fetch_add(1, Ordering::Relaxed);
         debug!(object = %id, r#type = type_name, "object migrated in");
@@ -1362,7 +1505,7 @@ impl NodeInner {
         }
         let candidates: Vec<ObjectId> = lock(&self.objects)
             .iter()
-            .filter(|(_, slot)| !slot.migrating)
+            .filter(|(_, slot)| !slot.migrating && !slot.placed)
             .map(|(id, _)| *id)
             .collect();
         let moves: Vec<(ObjectId, Peer)> = {
@@ -1377,10 +1520,34 @@ impl NodeInner {
                 })
                 .collect()
         };
+        // a root that does not host would only pass the object on: it stays
+        // here, placed, and the root's record points here
+        let (stay, moves): (Vec<_>, Vec<_>) = {
+            let loads = lock(&self.loads);
+            moves
+                .into_iter()
+                .partition(|(_, to)| loads.get(&to.id).is_some_and(|l| !l.hosting))
+        };
+        if !stay.is_empty() {
+            {
+                let mut objects = lock(&self.objects);
+                for (id, _) in &stay {
+                    if let Some(slot) = objects.get_mut(id) {
+                        slot.placed = true;
+                    }
+                }
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                for (id, _) in stay {
+                    me.publish_placements(Some(id)).await;
+                }
+            });
+        }
         for (id, to) in moves {
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = me.migrate(id, to.clone()).await {
+                if let Err(e) = me.migrate(id, to.clone(), false).await {
                     debug!(object = %id, to = %to, "migration postponed: {e}");
                 }
             });
@@ -1391,7 +1558,7 @@ impl NodeInner {
     /// finish, serialise, transfer, wait for the acknowledgement, then hand the
     /// calls that queued meanwhile to the new host. On a definite failure the
     /// object carries on here; there is never a moment with two live copies.
-    async fn migrate(self: &Arc<Self>, id: ObjectId, to: Peer) -> Result<(), String> {
+    async fn migrate(self: &Arc<Self>, id: ObjectId, to: Peer, placed: bool) -> Result<(), String> {
         let (inbox, type_name, policy_name, epoch) = {
             let mut objects = lock(&self.objects);
             let slot = objects.get_mut(&id).ok_or("not hosted here")?;
@@ -1459,6 +1626,7 @@ impl NodeInner {
             },
             None => Vec::new(),
         };
+        let policy_name_sent = policy_name.clone();
         let kind = RequestKind::Migrate {
             type_name: type_name.to_string(),
             state,
@@ -1466,6 +1634,7 @@ impl NodeInner {
             next_call_seq: snap.next_call_seq,
             transfer: rand_transfer_id(),
             carried,
+            placed,
         };
         // A timeout is ambiguous (the new host may have installed the object), so
         // the transfer is retried, never abandoned for a second live copy; only a
@@ -1519,6 +1688,18 @@ impl NodeInner {
                         return Ok(());
                     }
                     lock(&self.locations).insert(id, to.clone());
+                    if lock(&self.overlay).is_root(id.key()) {
+                        // calls routed here go to the new host (its own record
+                        // may arrive after them)
+                        lock(&self.placements).insert(
+                            id,
+                            crate::wire::Placement {
+                                object: id,
+                                host: to.clone(),
+                                policy: policy_name_sent.clone(),
+                            },
+                        );
+                    }
                     let (drained_tx, drained_rx) = oneshot::channel();
                     let _ = verdict_tx.send(Verdict::Moved(to.clone(), drained_tx));
                     // the calls that queued meanwhile are on their way before we return
@@ -1604,6 +1785,7 @@ impl NodeInner {
         next_call_seq: u64,
         replay: Vec<IncomingCall>,
         gated: bool,
+        placed: bool,
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
         for call in replay {
@@ -1632,6 +1814,8 @@ impl NodeInner {
                 policy: policy_name.to_string(),
                 arrival: policy.map(|p| (p, Arc::new(tokio::sync::Mutex::new(())))),
                 migrating: false,
+                placed,
+                since: Instant::now(),
                 epoch: self.next_epoch.fetch_add(1, Ordering::Relaxed),
                 task,
             },
@@ -1689,6 +1873,7 @@ impl NodeInner {
                     rec.next_call_seq,
                     rec.replay,
                     true,
+                    false,
                 );
                 tracing::info!(object = %id, r#type = %rec.type_name, replay = replayed, "recovered object from its checkpoint");
             }
@@ -1792,6 +1977,196 @@ impl NodeInner {
                 }
                 placements.insert(p.object, p);
             }
+            Body::Load(report) => {
+                let first = lock(&self.loads)
+                    .insert(
+                        incoming.from.id,
+                        PeerLoad {
+                            objects: report.objects,
+                            hosting: report.hosting,
+                            at: Instant::now(),
+                            awaiting: false,
+                        },
+                    )
+                    .is_none();
+                if report.hosting {
+                    self.hosting_neighbour.notify_waiters();
+                }
+                if first {
+                    // a newcomer hears this node's load at once
+                    self.send_control(incoming.from, Body::Load(self.load_report()));
+                }
+            }
+        }
+    }
+
+    /// The objects running here (frozen copies on their way out not counted).
+    fn running(&self) -> u32 {
+        let n = lock(&self.objects)
+            .values()
+            .filter(|s| !s.migrating)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn load_report(&self) -> crate::wire::LoadReport {
+        crate::wire::LoadReport {
+            objects: self.running(),
+            hosting: self.host_objects,
+        }
+    }
+
+    fn knows_hosting_neighbour(&self) -> bool {
+        lock(&self.loads).values().any(|l| l.hosting)
+    }
+
+    /// This node's leaf set: the nodes it balances its load with.
+    fn leaf_set(&self) -> Vec<Peer> {
+        lock(&self.overlay)
+            .replica_set(self.me.id.key(), LEAF_SET + 1)
+            .into_iter()
+            .filter(|p| p.id != self.me.id)
+            .collect()
+    }
+
+    /// Tells the leaf set this node's load; forgets stale reports.
+    fn report_load(self: &Arc<Self>) {
+        let report = self.load_report();
+        let now = Instant::now();
+        lock(&self.loads).retain(|_, l| now.duration_since(l.at) < LOAD_STALE);
+        for p in self.leaf_set() {
+            self.send_control(p, Body::Load(report));
+        }
+    }
+
+    /// The least-loaded leaf-set member that hosts, by its last fresh report
+    /// (plus what this node sent it since), with that load.
+    /// With `settled`, leaves out neighbours that were sent objects since
+    /// their last report.
+    fn least_loaded(
+        &self,
+        leaf: &[Peer],
+        loads: &HashMap<NodeId, PeerLoad>,
+        settled: bool,
+    ) -> Option<(u32, Peer)> {
+        let now = Instant::now();
+        leaf.iter()
+            .filter_map(|p| {
+                let l = loads.get(&p.id)?;
+                let usable =
+                    l.hosting && now.duration_since(l.at) < LOAD_STALE && !(settled && l.awaiting);
+                usable.then(|| (l.objects, p.clone()))
+            })
+            .min_by_key(|(n, p)| (*n, p.id))
+    }
+
+    /// Where a new object whose root is this node should live instead, if
+    /// anywhere: a neighbour running fewer objects (or, on a node that does not
+    /// host, the least-loaded neighbour that does).
+    fn placement_target(&self) -> Option<Peer> {
+        if self.host_objects && !self.load_balancing {
+            return None;
+        }
+        let mine = self.running();
+        let leaf = self.leaf_set();
+        let mut loads = lock(&self.loads);
+        let (theirs, to) = self.least_loaded(&leaf, &loads, false)?;
+        if self.host_objects && mine <= theirs {
+            return None;
+        }
+        if let Some(l) = loads.get_mut(&to.id) {
+            l.objects = l.objects.saturating_add(1);
+        }
+        Some(to)
+    }
+
+    /// Passes running objects to leaf-set members that run at least
+    /// [`IMBALANCE`] fewer (all of them, on a node that does not host).
+    fn balance(self: &Arc<Self>) {
+        if (self.host_objects && !self.load_balancing)
+            || self.stopped.load(Ordering::Acquire)
+            || self.leaving.load(Ordering::Acquire)
+        {
+            return;
+        }
+        // an object that has just arrived stays a while (the loads that sent
+        // it here may have been stale); on a node that does not host, none stays
+        let (mut hosted, mut mine) = {
+            let objects = lock(&self.objects);
+            let running = objects.values().filter(|s| !s.migrating).count();
+            let movable: Vec<(ObjectId, bool)> = objects
+                .iter()
+                .filter(|(_, s)| {
+                    !s.migrating && (!self.host_objects || s.since.elapsed() >= MIN_STAY)
+                })
+                .map(|(id, s)| (*id, s.placed))
+                .collect();
+            (movable, u32::try_from(running).unwrap_or(u32::MAX))
+        };
+        if hosted.is_empty() {
+            return;
+        }
+        hosted.sort();
+        let leaf = self.leaf_set();
+        let mut moves = Vec::new();
+        {
+            let overlay = lock(&self.overlay);
+            let mut loads = lock(&self.loads);
+            // one batch per neighbour until it reports again
+            while let Some((theirs, to)) = self.least_loaded(&leaf, &loads, true) {
+                if self.host_objects && mine < theirs + IMBALANCE {
+                    break;
+                }
+                let batch = if self.host_objects {
+                    (mine - theirs) / 2
+                } else {
+                    1
+                };
+                // the root in this node's view (not the next hop towards it)
+                let root_of = |id: &ObjectId| {
+                    overlay
+                        .replica_set(id.key(), 1)
+                        .first()
+                        .map(|p| p.id)
+                        .filter(|r| *r != self.me.id)
+                };
+                // first an object going back to its root, then one this node is
+                // the root of, then any (an object placed here may move on
+                // within the neighbourhood; its new host tells the replica set)
+                let rank = |(id, placed): &(ObjectId, bool)| match root_of(id) {
+                    Some(root) if *placed && root == to.id => 0,
+                    None => 1,
+                    Some(root) if root == self.me.id => 1,
+                    Some(_) => 2,
+                };
+                let mut sent = 0;
+                while sent < batch {
+                    let Some(i) = (0..hosted.len()).min_by_key(|i| rank(&hosted[*i])) else {
+                        break;
+                    };
+                    let (id, _) = hosted.remove(i);
+                    let placed = root_of(&id) != Some(to.id);
+                    moves.push((id, to.clone(), placed));
+                    sent += 1;
+                }
+                mine -= sent;
+                if let Some(l) = loads.get_mut(&to.id) {
+                    l.objects = l.objects.saturating_add(sent);
+                    l.awaiting = self.host_objects;
+                }
+                if sent < batch || hosted.is_empty() {
+                    break;
+                }
+            }
+        }
+        for (id, to, placed) in moves {
+            debug!(object = %id, to = %to, "passing an object to a less-loaded neighbour");
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.migrate(id, to.clone(), placed).await {
+                    debug!(object = %id, to = %to, "load-balancing move not made: {e}");
+                }
+            });
         }
     }
 
@@ -1801,8 +2176,15 @@ impl NodeInner {
     /// messages, never the overlay loop and the heartbeats to everyone else.
     /// Each destination's messages go out in the order queued.
     fn send_overlay(self: &Arc<Self>, t: Transmit) {
+        self.send_control(t.to, Body::Overlay(t.payload));
+    }
+
+    /// Queues a small control frame (overlay message, load report) for its
+    /// destination's sender task (see `send_overlay`).
+    fn send_control(self: &Arc<Self>, to_peer: Peer, body: Body) {
+        let t = (to_peer, body);
         let mut out = lock(&self.overlay_out);
-        let to = t.to.id;
+        let to = t.0.id;
         let t = match out.get(&to) {
             Some(tx) => match tx.send(t) {
                 Ok(()) => return,
@@ -1855,6 +2237,23 @@ impl NodeInner {
             }
             OverlayEvent::Left => self.left.notify_waiters(),
         }
+    }
+}
+
+/// Reports this node's load to its leaf set and balances, every [`LOAD_EVERY`].
+async fn load_loop(node: Weak<NodeInner>) {
+    loop {
+        {
+            let Some(inner) = node.upgrade() else { return };
+            if inner.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            if !inner.leaving.load(Ordering::Acquire) {
+                inner.report_load();
+                inner.balance();
+            }
+        }
+        tokio::time::sleep(LOAD_EVERY).await;
     }
 }
 
@@ -1955,10 +2354,10 @@ const OVERLAY_SENDER_IDLE: Duration = Duration::from_secs(5);
 async fn overlay_sender(
     node: Weak<NodeInner>,
     to: NodeId,
-    mut rx: mpsc::UnboundedReceiver<Transmit>,
+    mut rx: mpsc::UnboundedReceiver<(Peer, Body)>,
 ) {
     loop {
-        let t = match tokio::time::timeout(OVERLAY_SENDER_IDLE, rx.recv()).await {
+        let (peer, body) = match tokio::time::timeout(OVERLAY_SENDER_IDLE, rx.recv()).await {
             Ok(Some(t)) => t,
             Ok(None) => return,
             Err(_) => {
@@ -1980,14 +2379,14 @@ async fn overlay_sender(
             return;
         }
         let started = Instant::now();
-        let sent = inner.send_frame(&t.to, Body::Overlay(t.payload)).await;
+        let sent = inner.send_frame(&peer, body).await;
         let took = started.elapsed();
         if took > SLOW_HANDLING {
-            warn!(to = %t.to, "sending an overlay message took {took:?}");
+            warn!(to = %peer, "sending an overlay message took {took:?}");
         }
         if let Err(e) = sent {
-            debug!(to = %t.to, "overlay message not delivered: {e}");
-            lock(&inner.overlay).peer_unreachable(Instant::now(), t.to.id);
+            debug!(to = %peer, "overlay message not delivered: {e}");
+            lock(&inner.overlay).peer_unreachable(Instant::now(), peer.id);
             inner.overlay_wake.notify_one();
         }
     }
@@ -2131,6 +2530,7 @@ struct Transfer<'a> {
     policy_name: &'a str,
     next_call_seq: u64,
     carried: &'a [u8],
+    placed: bool,
 }
 
 /// How many installed transfers a node remembers (for retries of them).

@@ -94,6 +94,7 @@ fn overlay(route: impl Fn(crate::Key) -> Route + Send + 'static) -> Given {
     o.expect_route().returning(route);
     // a lone node: its replica sets hold only itself
     o.expect_replica_set().returning(|_, _| vec![peer(1)]);
+    o.expect_is_root().return_const(true);
     Given(Mutex::new(Some(o)))
 }
 
@@ -173,6 +174,8 @@ async fn an_unreachable_next_hop_is_reported_to_the_overlay_and_the_caller() {
     o.expect_poll_timeout().returning(|| None);
     o.expect_poll_event().returning(|| None);
     o.expect_route().returning(|_| Route::Forward(peer(9)));
+    o.expect_replica_set().returning(|_, _| vec![peer(9)]);
+    o.expect_is_root().return_const(false);
     o.expect_peer_unreachable()
         .withf(|_, id| *id == NodeId::from_u128(9))
         .times(4..)

@@ -52,6 +52,16 @@ pub fn pastry_for_tests() -> PastryConfig {
     }
 }
 
+/// Logs to stderr when `G2_TEST_LOGS` holds a filter (`g2_core=debug`).
+pub fn logs() {
+    if let Ok(filter) = std::env::var("G2_TEST_LOGS") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 impl TestNet {
     pub async fn new(
         routing: Routing,
@@ -60,6 +70,7 @@ impl TestNet {
         call_timeout: Duration,
         register: fn(Ready) -> Ready,
     ) -> TestNet {
+        logs();
         let mut net = TestNet {
             mem: MemNetwork::new(),
             dir: Directory::new(),

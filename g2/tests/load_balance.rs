@@ -1,0 +1,350 @@
+//! Load balancing within the leaf set (paper §3.5) on an in-process network:
+//! objects whose GUIDs all fall to one root end up spread over its neighbours,
+//! a node that does not host places its objects on volunteers, and an object
+//! placed away from its root answers every caller, moves on when its host
+//! leaves, and is reported lost when its host crashes under `none`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[macro_use]
+mod common;
+
+use common::{Routing, TestNet};
+use g2::NodeId;
+use g2::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[g2::remote]
+pub trait Tally {
+    async fn add(&mut self, n: u64) -> u64;
+    async fn total(&mut self) -> u64;
+}
+
+#[derive(Serialize, Deserialize)]
+struct Count {
+    total: u64,
+}
+
+impl Object for Count {
+    const TYPE_NAME: &'static str = "test.BalancedCount";
+    type Init = u64;
+    type Ref = TallyRef;
+    fn activate(total: u64) -> Self {
+        Count { total }
+    }
+}
+
+impl Tally for Count {
+    async fn add(&mut self, n: u64) -> u64 {
+        self.total += n;
+        self.total
+    }
+    async fn total(&mut self) -> u64 {
+        self.total
+    }
+}
+
+const NET: &str = "balance.test";
+
+async fn network(routing: Routing, n: usize) -> TestNet {
+    TestNet::new(routing, NET, n, Duration::from_secs(5), |b| {
+        b.register::<Count>()
+    })
+    .await
+}
+
+/// A fresh GUID whose root (among the live nodes) is `root`.
+fn id_rooted_at(net: &TestNet, root: NodeId) -> ObjectId {
+    loop {
+        let id = ObjectId::random();
+        if net.root(id.key()) == root {
+            return id;
+        }
+    }
+}
+
+/// How many live copies of each object there are, and how many objects each
+/// live node runs.
+fn census(net: &TestNet, objects: &[ObjectId]) -> (HashMap<ObjectId, usize>, Vec<usize>) {
+    let mut copies = HashMap::new();
+    let mut per_node = Vec::new();
+    for n in net.live() {
+        let frozen = n.moving_out();
+        let running: Vec<ObjectId> = n
+            .hosted_objects()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| objects.contains(id) && !frozen.contains(id))
+            .collect();
+        for id in &running {
+            *copies.entry(*id).or_insert(0) += 1;
+        }
+        per_node.push(running.len());
+    }
+    (copies, per_node)
+}
+
+/// Waits (bounded) until every object runs on exactly one node and the nodes
+/// that may host run between them no more than `spread` apart; returns the
+/// last census.
+async fn balanced(
+    net: &TestNet,
+    objects: &[ObjectId],
+    hosts: &[NodeId],
+    spread: usize,
+) -> (bool, Vec<usize>) {
+    let mut last = Vec::new();
+    for _ in 0..300 {
+        let (copies, _) = census(net, objects);
+        let loads: Vec<usize> = hosts
+            .iter()
+            .map(|h| {
+                net.live().iter().find(|n| n.id() == *h).map_or(0, |n| {
+                    let frozen = n.moving_out();
+                    n.hosted_objects()
+                        .iter()
+                        .filter(|(id, _)| objects.contains(id) && !frozen.contains(id))
+                        .count()
+                })
+            })
+            .collect();
+        let one_each = objects.iter().all(|id| copies.get(id) == Some(&1));
+        let (lo, hi) = (
+            loads.iter().min().copied().unwrap_or(0),
+            loads.iter().max().copied().unwrap_or(0),
+        );
+        last = loads;
+        if one_each && hi - lo <= spread {
+            return (true, last);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (false, last)
+}
+
+/// Every node calls `add(1)` on every object; each answers with its running
+/// total, so the totals prove that no call was lost or applied twice.
+async fn every_node_adds_once(net: &TestNet, objects: &[(ObjectId, u64)]) {
+    let live = net.live();
+    for (k, node) in live.iter().enumerate() {
+        for (id, start) in objects {
+            let r = node.reference::<TallyRef>(*id);
+            let got = r
+                .add(1)
+                .await
+                .unwrap_or_else(|e| panic!("add on {id} from node {k}: {e}"));
+            assert_eq!(got, start + k as u64 + 1, "running total of {id}");
+        }
+    }
+}
+
+on_both_overlays!(
+    running_objects_move_to_volunteers_that_join_with_their_state,
+    objects_crowded_on_one_root_spread_over_its_leaf_set,
+    a_node_that_does_not_host_places_its_objects_on_the_volunteers,
+    a_placed_object_moves_on_when_its_host_leaves_and_is_lost_when_its_host_crashes,
+);
+
+async fn running_objects_move_to_volunteers_that_join_with_their_state(routing: Routing) {
+    let mut net = network(routing, 1).await;
+    let first = net.nodes[0].clone();
+    // GUIDs just below the first node's id: it stays their root (numerically
+    // closest, and their successor) whoever joins, so only load balancing
+    // moves them
+    let mut objects = Vec::new();
+    for i in 0..18u64 {
+        let id = ObjectId::from_u128(first.id().as_u128().wrapping_sub(u128::from(i) + 1));
+        let r = first.create_with_id::<Count>(id, 0).await.expect("create");
+        assert_eq!(r.add(i).await.expect("add"), i);
+        objects.push((id, i));
+    }
+    assert_eq!(first.hosted_objects().len(), 18);
+    for _ in 0..2 {
+        net.add_node().await;
+    }
+    net.settle().await;
+    let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
+    assert!(ids.iter().all(|id| net.root(id.key()) == first.id()));
+    let hosts: Vec<NodeId> = net.nodes.iter().map(|n| n.id()).collect();
+    let (ok, loads) = balanced(&net, &ids, &hosts, 2).await;
+    assert!(ok, "18 running objects spread over 3 nodes: {loads:?}");
+    assert!(first.stats().migrations_out >= 10);
+    every_node_adds_once(&net, &objects).await;
+}
+
+async fn objects_crowded_on_one_root_spread_over_its_leaf_set(routing: Routing) {
+    let net = network(routing, 5).await;
+    let root = net.nodes[2].id();
+    let mut objects = Vec::new();
+    for i in 0..20u64 {
+        let id = id_rooted_at(&net, root);
+        let creator = &net.nodes[i as usize % net.nodes.len()];
+        creator
+            .create_with_id::<Count>(id, 100 * i)
+            .await
+            .expect("create");
+        objects.push((id, 100 * i));
+    }
+    let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
+    let hosts: Vec<NodeId> = net.nodes.iter().map(|n| n.id()).collect();
+    let (ok, loads) = balanced(&net, &ids, &hosts, 2).await;
+    assert!(
+        ok,
+        "20 objects rooted at one node of 5 spread out (objects per node: {loads:?})"
+    );
+    let away = net
+        .live()
+        .iter()
+        .filter(|n| n.id() != root)
+        .map(|n| n.hosted_objects().len())
+        .sum::<usize>();
+    assert!(away >= 12, "{away} of 20 live away from their root");
+    // calls still reach each object through its root (one hop more), or
+    // straight from a location cache
+    every_node_adds_once(&net, &objects).await;
+}
+
+async fn a_node_that_does_not_host_places_its_objects_on_the_volunteers(routing: Routing) {
+    let mut net = network(routing, 3).await;
+    let volunteers: Vec<NodeId> = net.nodes.iter().map(|n| n.id()).collect();
+    let client = {
+        let b = Node::builder().network(NET);
+        let b = match routing {
+            Routing::TestSupport => b.overlay(net.dir.overlay()).transport(net.mem.endpoint()),
+            Routing::Pastry => b
+                .overlay(common::pastry_for_tests())
+                .transport(net.mem.endpoint())
+                .bootstrap(net.nodes[0].peer().addr.clone()),
+            Routing::Chord => b
+                .overlay(common::chord_for_tests())
+                .transport(net.mem.endpoint())
+                .bootstrap(net.nodes[0].peer().addr.clone()),
+        };
+        b.host_objects(false)
+            .register::<Count>()
+            .build()
+            .await
+            .expect("the client joins")
+    };
+    net.nodes.push(client.clone());
+    net.settle().await;
+    // half of the objects have the client for their root
+    let mut objects = Vec::new();
+    for i in 0..12u64 {
+        let id = if i % 2 == 0 {
+            id_rooted_at(&net, client.id())
+        } else {
+            ObjectId::random()
+        };
+        client
+            .create_with_id::<Count>(id, 10 * i)
+            .await
+            .expect("create");
+        objects.push((id, 10 * i));
+    }
+    let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
+    let (ok, loads) = balanced(&net, &ids, &volunteers, 2).await;
+    assert!(ok, "12 objects spread over 3 volunteers: {loads:?}");
+    // (one that reached it before it was known not to host is passed on)
+    for _ in 0..100 {
+        if client.hosted_objects().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        client.hosted_objects().is_empty(),
+        "the client hosts nothing: {:?}",
+        client.hosted_objects()
+    );
+    every_node_adds_once(&net, &objects).await;
+    assert!(client.hosted_objects().is_empty());
+}
+
+async fn a_placed_object_moves_on_when_its_host_leaves_and_is_lost_when_its_host_crashes(
+    routing: Routing,
+) {
+    let net = network(routing, 5).await;
+    let root = net.nodes[0].id();
+    let mut objects = Vec::new();
+    for i in 0..16u64 {
+        let id = id_rooted_at(&net, root);
+        net.nodes[1]
+            .create_with_id::<Count>(id, 1000 * i)
+            .await
+            .expect("create");
+        objects.push((id, 1000 * i));
+    }
+    let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
+    let hosts: Vec<NodeId> = net.nodes.iter().map(|n| n.id()).collect();
+    let (ok, loads) = balanced(&net, &ids, &hosts, 2).await;
+    assert!(ok, "objects spread out: {loads:?}");
+    let placed_on = |n: &Node| -> Vec<ObjectId> {
+        n.hosted_objects()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| ids.contains(id))
+            .collect()
+    };
+
+    // a node hosting placed objects leaves: they move on with their state
+    let leaver = net
+        .live()
+        .into_iter()
+        .find(|n| n.id() != root && n.id() != net.nodes[1].id() && !placed_on(n).is_empty())
+        .expect("a node other than the root hosts some");
+    let moved = placed_on(&leaver);
+    leaver.leave().await.expect("graceful leave");
+    net.settle().await;
+    for (id, start) in objects.iter().filter(|(id, _)| moved.contains(id)) {
+        let got = net.nodes[1]
+            .reference::<TallyRef>(*id)
+            .total()
+            .await
+            .unwrap_or_else(|e| panic!("total of {id} after its host left: {e}"));
+        assert_eq!(got, *start, "{id} kept its state");
+    }
+    let (ok, loads) = balanced(&net, &ids, &[], 0).await;
+    assert!(ok, "one live copy of each after the leave: {loads:?}");
+
+    // a node hosting placed objects crashes: under `none` callers get
+    // ObjectLost, from the root's placement record, not a hang
+    let victim = net
+        .live()
+        .into_iter()
+        .find(|n| n.id() != root && n.id() != net.nodes[1].id() && !placed_on(n).is_empty())
+        .expect("another node other than the root hosts some");
+    let lost = placed_on(&victim);
+    net.crash(victim.id());
+    let caller = net.nodes[1].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for id in &lost {
+        let mut outcome = None;
+        while tokio::time::Instant::now() < deadline {
+            match caller.reference::<TallyRef>(*id).total().await {
+                Err(CallError::ObjectLost(o)) => {
+                    outcome = Some(o);
+                    break;
+                }
+                other => {
+                    eprintln!("{id} after its host crashed: {other:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+            }
+        }
+        assert_eq!(
+            outcome,
+            Some(*id),
+            "{id} reported lost after its host crashed"
+        );
+    }
+    // the others still answer
+    for (id, _) in objects.iter().filter(|(id, _)| !lost.contains(id)) {
+        caller
+            .reference::<TallyRef>(*id)
+            .total()
+            .await
+            .unwrap_or_else(|e| panic!("{id} on a live node: {e}"));
+    }
+}
