@@ -50,7 +50,7 @@ pub use runtime::builder::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_JOIN_TIMEOUT, NoNetwork, NoOverlay, NoTransport, NodeBuilder,
     WithNetwork, WithOverlay, WithTransport,
 };
-pub use runtime::context::current_object;
+pub use runtime::context::{compute, current_object};
 pub use runtime::error::{BuildError, CallError};
 pub use runtime::node::{LeaveError, Node, NodeStats, NodeStatus};
 #[doc(hidden)]

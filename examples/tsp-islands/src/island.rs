@@ -124,19 +124,22 @@ impl TspIsland {
             let matrix = self
                 .matrix
                 .get_or_insert_with(|| self.instance.distance_matrix());
-            self.core.run_epoch(matrix, &migrants);
+            // many milliseconds of work: the volunteer keeps serving meanwhile
+            let core = &mut self.core;
+            g2::compute(|| core.run_epoch(matrix, &migrants));
             if epoch + 1 < self.target_epochs {
                 let out = self.core.emigrants();
-                for n in &neighbours {
-                    let Some(peer) = peers.get(*n as usize) else {
-                        continue;
-                    };
-                    // one-way: a neighbour busy with its own epoch must not block us
-                    if let Err(e) = peer
-                        .receive_migrants(epoch, self.index(), out.clone())
-                        .await
-                    {
-                        eprintln!("island {}: migrants to island {n} lost: {e}", self.index());
+                let me = self.index();
+                // one-way: a neighbour busy with its own epoch must not block
+                // us; both neighbours' calls are on their way at once
+                let sends = neighbours.iter().filter_map(|n| {
+                    let peer = peers.get(*n as usize)?;
+                    let out = out.clone();
+                    Some(async move { (*n, peer.receive_migrants(epoch, me, out).await) })
+                });
+                for (n, sent) in futures::future::join_all(sends).await {
+                    if let Err(e) = sent {
+                        eprintln!("island {me}: migrants to island {n} lost: {e}");
                     }
                 }
             }

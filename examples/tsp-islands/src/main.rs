@@ -330,6 +330,12 @@ async fn run_network(
     let client = &nodes[0];
     let started = Instant::now();
     let mut islands: Vec<IslandRef> = Vec::new();
+    // Ring neighbours exchange migrants every epoch: their GUIDs are spaced
+    // evenly round the ring from a random start, in island order, so that
+    // neighbouring islands have neighbouring roots and mostly share a volunteer.
+    // (Where an island runs never changes the result.)
+    let base = g2::ObjectId::random().as_u128();
+    let step = u128::MAX / u128::from(args.islands.max(1));
     for index in 0..args.islands {
         let init = IslandInit {
             instance: instance.clone(),
@@ -338,8 +344,9 @@ async fn run_network(
             index,
             islands: args.islands,
         };
+        let id = g2::ObjectId::from_u128(base.wrapping_add(step * u128::from(index)));
         let isl = client
-            .create::<TspIsland>(init)
+            .create_with_id::<TspIsland>(id, init)
             .await
             .map_err(|e| format!("creating island {index}: {e}"))?;
         islands.push(isl);

@@ -41,3 +41,27 @@ pub(crate) fn current_node() -> Option<Node> {
 pub fn current_object() -> Option<ObjectId> {
     CURRENT.try_with(|c| c.object).ok()
 }
+
+/// Runs a long computation inside an object's method without holding up the
+/// node. A method runs on one of the runtime's worker threads; a computation of
+/// many milliseconds there would hold up whatever else that thread serves: the
+/// node's network reads and replies, other objects' calls. On a multi-threaded
+/// runtime this hands those to another thread for the duration
+/// ([`tokio::task::block_in_place`]); on a current-thread runtime it just runs
+/// `f`.
+///
+/// ```
+/// # fn evolve(_: &mut Vec<u32>) {}
+/// # let mut population = vec![1u32];
+/// let best = g2_core::compute(|| {
+///     evolve(&mut population);
+///     population.iter().copied().min()
+/// });
+/// # assert_eq!(best, Some(1));
+/// ```
+pub fn compute<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

@@ -1087,7 +1087,7 @@ impl NodeInner {
                 // the root may place a new object on a less-loaded neighbour
                 // (paper §3.5); its placement record points there at once, so
                 // that calls routed here find it
-                let Some(to) = self.placement_target() else {
+                let Some(to) = self.placement_target(req.target.key()) else {
                     let mut req = req;
                     req.via_record = true; // hosted here, decided
                     return Box::pin(self.deliver_local(req)).await;
@@ -2040,7 +2040,8 @@ impl NodeInner {
     }
 
     /// The least-loaded leaf-set member that hosts, by its last fresh report
-    /// (plus what this node sent it since), with that load.
+    /// (plus what this node sent it since), with that load; of equally loaded
+    /// ones, the nearest to `near`.
     /// With `settled`, leaves out neighbours that were sent objects since
     /// their last report.
     fn least_loaded(
@@ -2048,6 +2049,7 @@ impl NodeInner {
         leaf: &[Peer],
         loads: &HashMap<NodeId, PeerLoad>,
         settled: bool,
+        near: Option<crate::Key>,
     ) -> Option<(u32, Peer)> {
         let now = Instant::now();
         leaf.iter()
@@ -2057,20 +2059,20 @@ impl NodeInner {
                     l.hosting && now.duration_since(l.at) < LOAD_STALE && !(settled && l.awaiting);
                 usable.then(|| (l.objects, p.clone()))
             })
-            .min_by_key(|(n, p)| (*n, p.id))
+            .min_by_key(|(n, p)| (*n, near.map(|k| k.distance(p.id.key())), p.id))
     }
 
     /// Where a new object whose root is this node should live instead, if
     /// anywhere: a neighbour running fewer objects (or, on a node that does not
     /// host, the least-loaded neighbour that does).
-    fn placement_target(&self) -> Option<Peer> {
+    fn placement_target(&self, key: crate::Key) -> Option<Peer> {
         if self.host_objects && !self.load_balancing {
             return None;
         }
         let mine = self.running();
         let leaf = self.leaf_set();
         let mut loads = lock(&self.loads);
-        let (theirs, to) = self.least_loaded(&leaf, &loads, false)?;
+        let (theirs, to) = self.least_loaded(&leaf, &loads, false, Some(key))?;
         if self.host_objects && mine <= theirs {
             return None;
         }
@@ -2113,7 +2115,7 @@ impl NodeInner {
             let overlay = lock(&self.overlay);
             let mut loads = lock(&self.loads);
             // one batch per neighbour until it reports again
-            while let Some((theirs, to)) = self.least_loaded(&leaf, &loads, true) {
+            while let Some((theirs, to)) = self.least_loaded(&leaf, &loads, true, None) {
                 if self.host_objects && mine < theirs + IMBALANCE {
                     break;
                 }
@@ -2141,7 +2143,12 @@ impl NodeInner {
                 };
                 let mut sent = 0;
                 while sent < batch {
-                    let Some(i) = (0..hosted.len()).min_by_key(|i| rank(&hosted[*i])) else {
+                    // (of those, the nearest to the neighbour on the ring: objects
+                    // with nearby GUIDs, which often call each other, stay together)
+                    let near = |id: &ObjectId| id.key().distance(to.id.key());
+                    let Some(i) =
+                        (0..hosted.len()).min_by_key(|i| (rank(&hosted[*i]), near(&hosted[*i].0)))
+                    else {
                         break;
                     };
                     let (id, _) = hosted.remove(i);
