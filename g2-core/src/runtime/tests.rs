@@ -385,3 +385,42 @@ async fn garbage_from_a_peer_is_dropped_and_the_node_keeps_serving() {
     assert_eq!(node.hosted_objects(), vec![(id, "test.Echo")]);
     node.shutdown();
 }
+
+#[test]
+fn a_long_computation_in_compute_leaves_the_worker_free_for_other_tasks() {
+    // one worker thread: without the hand-off, the spinning computation would
+    // hold the only worker and the other task could never set the flag
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let saw_other_task = rt.block_on(async {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let computing = tokio::spawn({
+            let flag = flag.clone();
+            async move {
+                crate::compute(|| {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    while std::time::Instant::now() < deadline {
+                        if flag.load(std::sync::atomic::Ordering::Acquire) {
+                            return true;
+                        }
+                        std::hint::spin_loop();
+                    }
+                    false
+                })
+            }
+        });
+        // let the computation start first, then ask for the other task
+        tokio::task::yield_now().await;
+        tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::Release) });
+        computing.await.unwrap()
+    });
+    assert!(saw_other_task, "another task ran while the computation did");
+}
+
+#[tokio::test]
+async fn compute_runs_inline_on_a_current_thread_runtime() {
+    assert_eq!(crate::compute(|| 6 * 7), 42);
+}
