@@ -82,6 +82,11 @@ pub struct Request {
     /// record: the named host answers itself and never routes it back.
     #[serde(default)]
     pub via_record: bool,
+    /// A forwarding address on its way led to a node that could not be
+    /// reached: the nodes it passes now route it to the root and follow the
+    /// root's placement record, not their own (older) forwarding addresses.
+    #[serde(default)]
+    pub past_forwarding: bool,
     /// What is asked.
     pub kind: RequestKind,
 }
@@ -332,6 +337,7 @@ pub mod codec {
     const OUTCOME_OK: u8 = 0;
     const OUTCOME_ERR: u8 = 1;
     const FLAG_VIA_RECORD: u8 = 1;
+    const FLAG_PAST_FORWARDING: u8 = 2;
     const FLAG_ONEWAY: u8 = 1;
 
     fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -370,7 +376,14 @@ pub mod codec {
                 put_peer(out, &r.origin);
                 put_id(out, r.target.as_u128());
                 out.push(r.hops);
-                out.push(if r.via_record { FLAG_VIA_RECORD } else { 0 });
+                out.push(
+                    (if r.via_record { FLAG_VIA_RECORD } else { 0 })
+                        | (if r.past_forwarding {
+                            FLAG_PAST_FORWARDING
+                        } else {
+                            0
+                        }),
+                );
                 match &r.kind {
                     RequestKind::Create {
                         type_name,
@@ -545,7 +558,13 @@ pub mod codec {
                 let origin = r.peer("origin")?;
                 let target = ObjectId::from_u128(r.id("target")?);
                 let hops = r.u8("hops")?;
-                let via_record = r.flag("via_record")?;
+                let at = r.at;
+                let flags = r.u8("request flags")?;
+                if flags & !(FLAG_VIA_RECORD | FLAG_PAST_FORWARDING) != 0 {
+                    return Err(malformed(&format!("unknown request flags {flags:#x}"), at));
+                }
+                let via_record = flags & FLAG_VIA_RECORD != 0;
+                let past_forwarding = flags & FLAG_PAST_FORWARDING != 0;
                 let kind = match r.u8("request kind")? {
                     KIND_CREATE => RequestKind::Create {
                         type_name: r.string("type name")?,
@@ -578,6 +597,7 @@ pub mod codec {
                     target,
                     hops,
                     via_record,
+                    past_forwarding,
                     kind,
                 })
             }
@@ -647,6 +667,7 @@ mod tests {
             target: ObjectId::from_u128(99),
             hops: 2,
             via_record: false,
+            past_forwarding: false,
             kind: RequestKind::Call {
                 method: "evolve".into(),
                 args: vec![1, 2, 3],
@@ -720,6 +741,7 @@ mod tests {
                 target: ObjectId::from_u128(1 << 100),
                 hops: 64,
                 via_record: true,
+                past_forwarding: true,
                 kind: RequestKind::Create {
                     type_name: "Ledger".into(),
                     init: vec![1, 2],
@@ -732,6 +754,7 @@ mod tests {
                 target: ObjectId::from_u128(0),
                 hops: 0,
                 via_record: false,
+                past_forwarding: false,
                 kind: RequestKind::Migrate {
                     type_name: "Äpfel".into(),
                     state: vec![0; 70_000],

@@ -60,6 +60,9 @@ const IMBALANCE: u32 = 2;
 /// An object stays at least this long where it arrived before load balancing
 /// moves it on.
 const MIN_STAY: Duration = Duration::from_secs(1);
+/// A node that does not host places a new object on the neighbour nearest its
+/// GUID unless that one runs this many more than the least loaded.
+const NON_HOSTING_SLACK: u32 = 16;
 /// How long a node that does not host waits at start for a neighbour that does.
 const HOSTING_NEIGHBOUR_WAIT: Duration = Duration::from_secs(2);
 
@@ -135,8 +138,9 @@ struct ObjectSlot {
     /// Hosted here by load balancing though this node is not the object's root
     /// (whose placement record points here): left where it is by `rebalance`.
     placed: bool,
-    /// When it arrived here.
-    since: Instant,
+    /// When it arrived here by migration (not set for an object created or
+    /// recovered here).
+    arrived: Option<Instant>,
     /// Tells this hosting apart from a later one of the same object here (an
     /// object can come back while its transfer out is still being confirmed).
     epoch: u64,
@@ -838,6 +842,7 @@ impl NodeInner {
             target,
             hops: 0,
             via_record: false,
+            past_forwarding: false,
             kind,
         };
         trace!(request = id, %target, what, via = ?via.as_ref().map(|p| p.id), "sending a request");
@@ -975,7 +980,11 @@ impl NodeInner {
                 self.follow_record(req, record).await;
                 return;
             }
-            let moved = lock(&self.moved).get(&req.target).cloned();
+            let moved = if req.past_forwarding {
+                None
+            } else {
+                lock(&self.moved).get(&req.target).cloned()
+            };
             if req.via_record && moved.is_none() {
                 // a root sent this here on the strength of a stale record
                 let target = req.target;
@@ -1018,11 +1027,16 @@ impl NodeInner {
                             req.hops -= 1;
                             if forwarding {
                                 // the object moved on from there, or was lost
-                                // with it: the root's records know which
+                                // with it: the root's records know which. Every
+                                // node on the way ignores its forwarding
+                                // addresses from now on: older ones could send
+                                // the request back where it came from.
                                 let mut moved = lock(&self.moved);
                                 if moved.get(&req.target).is_some_and(|p| p.id == next.id) {
                                     moved.remove(&req.target);
                                 }
+                                req.past_forwarding = true;
+                                req.via_record = false;
                             }
                             self.peer_unreachable(next.id);
                         }
@@ -1236,6 +1250,7 @@ impl NodeInner {
                             target,
                             hops: req.hops,
                             via_record: false,
+                            past_forwarding: false,
                             kind: call_request(call),
                         };
                         Box::pin(self.dispatch(req)).await;
@@ -1408,6 +1423,9 @@ impl NodeInner {
             false,
             placed,
         );
+        if let Some(slot) = lock(&self.objects).get_mut(&id) {
+            slot.arrived = Some(Instant::now());
+        }
         self.counters.migrations_in.fetch_add(1, Ordering::Relaxed);
         debug!(object = %id, r#type = type_name, "object migrated in");
         self.publish_placements(Some(id)).await;
@@ -1815,7 +1833,7 @@ impl NodeInner {
                 arrival: policy.map(|p| (p, Arc::new(tokio::sync::Mutex::new(())))),
                 migrating: false,
                 placed,
-                since: Instant::now(),
+                arrived: None,
                 epoch: self.next_epoch.fetch_add(1, Ordering::Relaxed),
                 task,
             },
@@ -1894,6 +1912,7 @@ impl NodeInner {
             target,
             hops: 1,
             via_record: false,
+            past_forwarding: false,
             kind: call_request(inv.call),
         };
         if to.id == self.me.id {
@@ -2040,8 +2059,7 @@ impl NodeInner {
     }
 
     /// The least-loaded leaf-set member that hosts, by its last fresh report
-    /// (plus what this node sent it since), with that load; of equally loaded
-    /// ones, the nearest to `near`.
+    /// (plus what this node sent it since), with that load.
     /// With `settled`, leaves out neighbours that were sent objects since
     /// their last report.
     fn least_loaded(
@@ -2049,7 +2067,6 @@ impl NodeInner {
         leaf: &[Peer],
         loads: &HashMap<NodeId, PeerLoad>,
         settled: bool,
-        near: Option<crate::Key>,
     ) -> Option<(u32, Peer)> {
         let now = Instant::now();
         leaf.iter()
@@ -2059,12 +2076,13 @@ impl NodeInner {
                     l.hosting && now.duration_since(l.at) < LOAD_STALE && !(settled && l.awaiting);
                 usable.then(|| (l.objects, p.clone()))
             })
-            .min_by_key(|(n, p)| (*n, near.map(|k| k.distance(p.id.key())), p.id))
+            .min_by_key(|(n, p)| (*n, p.id))
     }
 
     /// Where a new object whose root is this node should live instead, if
-    /// anywhere: a neighbour running fewer objects (or, on a node that does not
-    /// host, the least-loaded neighbour that does).
+    /// anywhere: a neighbour running at least [`IMBALANCE`] fewer objects (on a
+    /// node that does not host, any neighbour that does), of those running about
+    /// the fewest the nearest to the object's GUID.
     fn placement_target(&self, key: crate::Key) -> Option<Peer> {
         if self.host_objects && !self.load_balancing {
             return None;
@@ -2072,10 +2090,33 @@ impl NodeInner {
         let mine = self.running();
         let leaf = self.leaf_set();
         let mut loads = lock(&self.loads);
-        let (theirs, to) = self.least_loaded(&leaf, &loads, false, Some(key))?;
-        if self.host_objects && mine <= theirs {
+        let (least, _) = self.least_loaded(&leaf, &loads, false)?;
+        if self.host_objects && mine < least + IMBALANCE {
             return None;
         }
+        // of the neighbours running about the fewest, the nearest to the GUID:
+        // objects with nearby GUIDs (which often call each other) stay together.
+        // A node that does not host hands its keys to the nearest neighbours
+        // that do, split where they meet (load balancing then evens out the
+        // counts from the edges, keeping neighbouring GUIDs together).
+        let now = Instant::now();
+        let window = if self.host_objects {
+            IMBALANCE
+        } else {
+            NON_HOSTING_SLACK
+        };
+        let to = leaf
+            .iter()
+            .filter(|p| {
+                loads.get(&p.id).is_some_and(|l| {
+                    l.hosting
+                        && now.duration_since(l.at) < LOAD_STALE
+                        && l.objects < least + window
+                        && (!self.host_objects || l.objects + IMBALANCE <= mine)
+                })
+            })
+            .min_by_key(|p| (key.distance(p.id.key()), p.id))?
+            .clone();
         if let Some(l) = loads.get_mut(&to.id) {
             l.objects = l.objects.saturating_add(1);
         }
@@ -2099,7 +2140,8 @@ impl NodeInner {
             let movable: Vec<(ObjectId, bool)> = objects
                 .iter()
                 .filter(|(_, s)| {
-                    !s.migrating && (!self.host_objects || s.since.elapsed() >= MIN_STAY)
+                    !s.migrating
+                        && (!self.host_objects || s.arrived.is_none_or(|t| t.elapsed() >= MIN_STAY))
                 })
                 .map(|(id, s)| (*id, s.placed))
                 .collect();
@@ -2115,7 +2157,7 @@ impl NodeInner {
             let overlay = lock(&self.overlay);
             let mut loads = lock(&self.loads);
             // one batch per neighbour until it reports again
-            while let Some((theirs, to)) = self.least_loaded(&leaf, &loads, true, None) {
+            while let Some((theirs, to)) = self.least_loaded(&leaf, &loads, true) {
                 if self.host_objects && mine < theirs + IMBALANCE {
                     break;
                 }

@@ -321,6 +321,7 @@ async fn garbage_from_a_peer_is_dropped_and_the_node_keeps_serving() {
         target: id,
         hops: 1,
         via_record: false,
+        past_forwarding: false,
         kind: RequestKind::Create {
             type_name: "test.Echo".into(),
             init: to_cbor(&()).unwrap(),
