@@ -64,30 +64,34 @@ fn id_rooted_at(net: &TestNet, root: NodeId) -> ObjectId {
     }
 }
 
-/// How many live copies of each object there are, and how many objects each
-/// live node runs.
-fn census(net: &TestNet, objects: &[ObjectId]) -> (HashMap<ObjectId, usize>, Vec<usize>) {
+/// How many live copies of each object there are, and how many of them each
+/// live node runs (frozen copies on their way out not counted).
+fn census(
+    net: &TestNet,
+    objects: &[ObjectId],
+) -> (HashMap<ObjectId, usize>, HashMap<NodeId, usize>) {
     let mut copies = HashMap::new();
-    let mut per_node = Vec::new();
+    let mut per_node = HashMap::new();
     for n in net.live() {
         let frozen = n.moving_out();
-        let running: Vec<ObjectId> = n
+        let running = n
             .hosted_objects()
             .into_iter()
             .map(|(id, _)| id)
-            .filter(|id| objects.contains(id) && !frozen.contains(id))
-            .collect();
-        for id in &running {
-            *copies.entry(*id).or_insert(0) += 1;
+            .filter(|id| objects.contains(id) && !frozen.contains(id));
+        let mut count = 0;
+        for id in running {
+            *copies.entry(id).or_insert(0) += 1;
+            count += 1;
         }
-        per_node.push(running.len());
+        per_node.insert(n.id(), count);
     }
     (copies, per_node)
 }
 
 /// Waits (bounded) until every object runs on exactly one node and the nodes
-/// that may host run between them no more than `spread` apart; returns the
-/// last census.
+/// `hosts` run between them no more than `spread` apart; returns whether they
+/// did, with the last count on each of `hosts`.
 async fn balanced(
     net: &TestNet,
     objects: &[ObjectId],
@@ -96,18 +100,10 @@ async fn balanced(
 ) -> (bool, Vec<usize>) {
     let mut last = Vec::new();
     for _ in 0..300 {
-        let (copies, _) = census(net, objects);
+        let (copies, per_node) = census(net, objects);
         let loads: Vec<usize> = hosts
             .iter()
-            .map(|h| {
-                net.live().iter().find(|n| n.id() == *h).map_or(0, |n| {
-                    let frozen = n.moving_out();
-                    n.hosted_objects()
-                        .iter()
-                        .filter(|(id, _)| objects.contains(id) && !frozen.contains(id))
-                        .count()
-                })
-            })
+            .map(|h| per_node.get(h).copied().unwrap_or(0))
             .collect();
         let one_each = objects.iter().all(|id| copies.get(id) == Some(&1));
         let (lo, hi) = (
@@ -121,6 +117,27 @@ async fn balanced(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (false, last)
+}
+
+/// Creates `n` counters whose GUIDs are all rooted at `root`, the i-th by
+/// `creator(i)` with the running total `start * i`.
+async fn create_rooted_at(
+    net: &TestNet,
+    root: NodeId,
+    n: u64,
+    start: u64,
+    creator: impl Fn(u64) -> Node,
+) -> Vec<(ObjectId, u64)> {
+    let mut objects = Vec::new();
+    for i in 0..n {
+        let id = id_rooted_at(net, root);
+        creator(i)
+            .create_with_id::<Count>(id, start * i)
+            .await
+            .expect("create");
+        objects.push((id, start * i));
+    }
+    objects
 }
 
 /// Every node calls `add(1)` on every object; each answers with its running
@@ -176,16 +193,10 @@ async fn running_objects_move_to_volunteers_that_join_with_their_state(routing: 
 async fn objects_crowded_on_one_root_spread_over_its_leaf_set(routing: Routing) {
     let net = network(routing, 5).await;
     let root = net.nodes[2].id();
-    let mut objects = Vec::new();
-    for i in 0..20u64 {
-        let id = id_rooted_at(&net, root);
-        let creator = &net.nodes[i as usize % net.nodes.len()];
-        creator
-            .create_with_id::<Count>(id, 100 * i)
-            .await
-            .expect("create");
-        objects.push((id, 100 * i));
-    }
+    let objects = create_rooted_at(&net, root, 20, 100, |i| {
+        net.nodes[i as usize % net.nodes.len()].clone()
+    })
+    .await;
     let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
     let hosts: Vec<NodeId> = net.nodes.iter().map(|n| n.id()).collect();
     let (ok, loads) = balanced(&net, &ids, &hosts, 2).await;
@@ -267,15 +278,7 @@ async fn a_placed_object_moves_on_when_its_host_leaves_and_is_lost_when_its_host
 ) {
     let net = network(routing, 5).await;
     let root = net.nodes[0].id();
-    let mut objects = Vec::new();
-    for i in 0..16u64 {
-        let id = id_rooted_at(&net, root);
-        net.nodes[1]
-            .create_with_id::<Count>(id, 1000 * i)
-            .await
-            .expect("create");
-        objects.push((id, 1000 * i));
-    }
+    let objects = create_rooted_at(&net, root, 16, 1000, |_| net.nodes[1].clone()).await;
     let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
     let hosts: Vec<NodeId> = net.nodes.iter().map(|n| n.id()).collect();
     let (ok, loads) = balanced(&net, &ids, &hosts, 2).await;
