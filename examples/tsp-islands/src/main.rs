@@ -303,9 +303,7 @@ async fn client_node(args: &Args, bootstrap: std::net::SocketAddr) -> Result<Nod
 async fn status_of(island: &IslandRef) -> Result<island::Status, g2::CallError> {
     let quick = island.with_timeout(Duration::from_secs(5));
     let mut last = None;
-    // 8 x 5 s: longer than a call's default deadline (30 s), which an island
-    // may legitimately spend waiting for a neighbour's volunteer to come back
-    for _ in 0..8 {
+    for _ in 0..4 {
         match quick.status().await {
             Err(
                 e @ (g2::CallError::Timeout { .. }
