@@ -218,13 +218,6 @@ struct PeerLoad {
     awaiting: bool,
 }
 
-impl PeerLoad {
-    /// Whether the neighbour hosts objects, by a report that is still fresh.
-    fn takes_objects(&self, now: Instant) -> bool {
-        self.hosting && now.duration_since(self.at) < LOAD_STALE
-    }
-}
-
 pub(crate) struct NodeInner {
     me: Peer,
     network: String,
@@ -1055,34 +1048,6 @@ impl NodeInner {
         self.fail_request(req, reason).await;
     }
 
-    /// At the root of a new object: places it on a less-loaded neighbour (paper
-    /// §3.5) if there is one, with a placement record pointing there at once so
-    /// that calls routed here find it. False: it is to be hosted here.
-    async fn place_on_neighbour(self: &Arc<Self>, req: &Request, policy: &str) -> bool {
-        let Some(to) = self.placement_target(req.target.key()) else {
-            return false;
-        };
-        let record = crate::wire::Placement {
-            object: req.target,
-            host: to.clone(),
-            policy: policy.to_string(),
-        };
-        lock(&self.placements).insert(req.target, record);
-        let mut fwd = req.clone();
-        fwd.via_record = true;
-        fwd.hops += 1;
-        debug!(object = %req.target, to = %to, "placing a new object on a less-loaded neighbour");
-        match self.send_frame(&to, Body::Request(fwd)).await {
-            Ok(()) => true,
-            Err(e) => {
-                debug!(to = %to, "could not place a new object there ({e}); hosting it here");
-                lock(&self.placements).remove(&req.target);
-                self.peer_unreachable(to.id);
-                false
-            }
-        }
-    }
-
     /// Answers or passes on a call at the root of an object hosted elsewhere,
     /// as its placement record says.
     async fn follow_record(self: &Arc<Self>, req: Request, record: Placement) {
@@ -1114,13 +1079,6 @@ impl NodeInner {
     }
 
     async fn deliver_local(self: &Arc<Self>, req: Request) {
-        if let RequestKind::Create { policy, .. } = &req.kind
-            && !req.via_record
-            && !self.leaving.load(Ordering::Acquire)
-            && self.place_on_neighbour(&req, policy).await
-        {
-            return;
-        }
         match req.kind {
             RequestKind::Create { .. } if self.leaving.load(Ordering::Acquire) => {
                 if let Some(to) = self.successor(req.target) {
@@ -1139,12 +1097,44 @@ impl NodeInner {
                     self.fail_request(req, "this node is leaving".into()).await;
                 }
             }
+            RequestKind::Create { .. } if !req.via_record => {
+                // the root may place a new object on a less-loaded neighbour
+                // (paper §3.5); its placement record points there at once, so
+                // that calls routed here find it
+                let Some(to) = self.placement_target(req.target.key()) else {
+                    let mut req = req;
+                    req.via_record = true; // hosted here, decided
+                    return Box::pin(self.deliver_local(req)).await;
+                };
+                let RequestKind::Create { policy, .. } = &req.kind else {
+                    unreachable!()
+                };
+                let record = crate::wire::Placement {
+                    object: req.target,
+                    host: to.clone(),
+                    policy: policy.clone(),
+                };
+                lock(&self.placements).insert(req.target, record);
+                let mut fwd = req.clone();
+                fwd.via_record = true;
+                fwd.hops += 1;
+                debug!(object = %req.target, to = %to, "placing a new object on a less-loaded neighbour");
+                if let Err(e) = self.send_frame(&to, Body::Request(fwd)).await {
+                    debug!(to = %to, "could not place a new object there ({e}); hosting it here");
+                    lock(&self.placements).remove(&req.target);
+                    self.peer_unreachable(to.id);
+                    let mut req = req;
+                    req.via_record = true;
+                    Box::pin(self.deliver_local(req)).await;
+                }
+            }
             RequestKind::Create {
                 type_name,
                 init,
                 policy,
             } => {
-                // (`via_record`: a root placed the new object here)
+                // here either the root (no better place, or `via_record` set by
+                // the decision above) or a neighbour the root placed it on
                 let placed = req.via_record && !lock(&self.overlay).is_root(req.target.key());
                 let outcome = self
                     .activate(req.target, &type_name, &init, &policy, placed)
@@ -2082,7 +2072,9 @@ impl NodeInner {
         leaf.iter()
             .filter_map(|p| {
                 let l = loads.get(&p.id)?;
-                (l.takes_objects(now) && !(settled && l.awaiting)).then(|| (l.objects, p.clone()))
+                let usable =
+                    l.hosting && now.duration_since(l.at) < LOAD_STALE && !(settled && l.awaiting);
+                usable.then(|| (l.objects, p.clone()))
             })
             .min_by_key(|(n, p)| (*n, p.id))
     }
@@ -2117,7 +2109,8 @@ impl NodeInner {
             .iter()
             .filter(|p| {
                 loads.get(&p.id).is_some_and(|l| {
-                    l.takes_objects(now)
+                    l.hosting
+                        && now.duration_since(l.at) < LOAD_STALE
                         && l.objects < least + window
                         && (!self.host_objects || l.objects + IMBALANCE <= mine)
                 })
