@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::id::{CallId, NodeId, ObjectId, Peer};
 
 /// The protocol version this build speaks.
-pub const WIRE_VERSION: u16 = 3;
+pub const WIRE_VERSION: u16 = 4;
 
 /// Largest frame accepted or produced, in bytes (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -54,6 +54,10 @@ pub struct LoadReport {
     pub objects: u32,
     /// Whether it takes objects at all (a client that only calls does not).
     pub hosting: bool,
+    /// A number the sender drew when it started: a new one from a known peer
+    /// means it restarted (and lost what it kept in memory, such as the
+    /// placement records of the objects it is root of).
+    pub boot: u64,
 }
 
 /// Where an object lives, as told to its replica set.
@@ -455,6 +459,7 @@ pub mod codec {
                 out.push(TAG_LOAD);
                 put_varint(out, u64::from(l.objects));
                 out.push(u8::from(l.hosting));
+                put_varint(out, l.boot);
             }
         }
         Ok(())
@@ -628,6 +633,7 @@ pub mod codec {
                 Body::Load(LoadReport {
                     objects,
                     hosting: r.flag("hosting")?,
+                    boot: r.varint("boot")?,
                 })
             }
             t => return Err(malformed(&format!("unknown body tag {t}"), r.at - 1)),
@@ -786,10 +792,12 @@ mod tests {
             Body::Load(LoadReport {
                 objects: u32::MAX,
                 hosting: false,
+                boot: u64::MAX,
             }),
             Body::Load(LoadReport {
                 objects: 3,
                 hosting: true,
+                boot: 7,
             }),
         ];
         for b in bodies {

@@ -216,6 +216,8 @@ struct PeerLoad {
     at: Instant,
     /// Sent objects by load balancing since this report.
     awaiting: bool,
+    /// The peer's start number (see [`crate::wire::LoadReport::boot`]).
+    boot: u64,
 }
 
 pub(crate) struct NodeInner {
@@ -271,6 +273,9 @@ pub(crate) struct NodeInner {
     loads: Mutex<HashMap<NodeId, PeerLoad>>,
     /// Signalled when a neighbour that hosts reports its load.
     hosting_neighbour: Notify,
+    /// Drawn at start, told with each load report: neighbours learn that this
+    /// node restarted even when it came back before they noticed it was gone.
+    boot: u64,
 }
 
 /// A running G2 node: a handle that is cheap to clone. Build one with
@@ -342,6 +347,7 @@ impl Node {
             load_balancing: cfg.load_balancing,
             loads: Mutex::new(HashMap::new()),
             hosting_neighbour: Notify::new(),
+            boot: rand_transfer_id(),
         });
         let node = Node { inner };
         // objects kept by a fault-tolerance policy from this node's last run are
@@ -1511,6 +1517,31 @@ impl NodeInner {
         }
     }
 
+    /// Tells `peer` where the objects hosted here whose replica set includes it
+    /// live: a peer that (re)started keeps no records, and as root it would
+    /// answer "not found" for objects that live on its neighbours.
+    async fn publish_placements_to(self: &Arc<Self>, peer: &Peer) {
+        let hosted: Vec<(ObjectId, String)> = lock(&self.objects)
+            .iter()
+            .filter(|(_, s)| !s.migrating)
+            .map(|(id, s)| (*id, s.policy.clone()))
+            .collect();
+        for (object, policy) in hosted {
+            let replicas = lock(&self.overlay).replica_set(object.key(), PLACEMENT_REPLICAS);
+            if !replicas.iter().any(|r| r.id == peer.id) {
+                continue;
+            }
+            let record = crate::wire::Placement {
+                object,
+                host: self.me.clone(),
+                policy,
+            };
+            if let Err(e) = self.send_frame(peer, Body::Placement(record)).await {
+                trace!(to = %peer, "placement record not delivered: {e}");
+            }
+        }
+    }
+
     /// Migrates every object this node hosts but is not the root of towards its
     /// root (after a join nearby, or after a migration overshot).
     fn rebalance(self: &Arc<Self>) {
@@ -1997,23 +2028,28 @@ impl NodeInner {
                 placements.insert(p.object, p);
             }
             Body::Load(report) => {
-                let first = lock(&self.loads)
-                    .insert(
-                        incoming.from.id,
-                        PeerLoad {
-                            objects: report.objects,
-                            hosting: report.hosting,
-                            at: Instant::now(),
-                            awaiting: false,
-                        },
-                    )
-                    .is_none();
+                let before = lock(&self.loads).insert(
+                    incoming.from.id,
+                    PeerLoad {
+                        objects: report.objects,
+                        hosting: report.hosting,
+                        at: Instant::now(),
+                        awaiting: false,
+                        boot: report.boot,
+                    },
+                );
                 if report.hosting {
                     self.hosting_neighbour.notify_waiters();
                 }
-                if first {
-                    // a newcomer hears this node's load at once
-                    self.send_control(incoming.from, Body::Load(self.load_report()));
+                let restarted = before.as_ref().is_some_and(|b| b.boot != report.boot);
+                if before.is_none() || restarted {
+                    if restarted {
+                        debug!(peer = %incoming.from, "a neighbour restarted");
+                    }
+                    // a newcomer hears this node's load at once, and learns
+                    // where the objects it is (or may become) root of live
+                    self.send_control(incoming.from.clone(), Body::Load(self.load_report()));
+                    self.publish_placements_to(&incoming.from).await;
                 }
             }
         }
@@ -2032,6 +2068,7 @@ impl NodeInner {
         crate::wire::LoadReport {
             objects: self.running(),
             hosting: self.host_objects,
+            boot: self.boot,
         }
     }
 
