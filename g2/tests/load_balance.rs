@@ -161,6 +161,7 @@ on_both_overlays!(
     objects_crowded_on_one_root_spread_over_its_leaf_set,
     a_node_that_does_not_host_places_its_objects_on_the_volunteers,
     a_placed_object_moves_on_when_its_host_leaves_and_is_lost_when_its_host_crashes,
+    a_root_that_restarts_at_once_still_finds_the_objects_placed_on_its_neighbours,
 );
 
 async fn running_objects_move_to_volunteers_that_join_with_their_state(routing: Routing) {
@@ -349,5 +350,61 @@ async fn a_placed_object_moves_on_when_its_host_leaves_and_is_lost_when_its_host
             .total()
             .await
             .unwrap_or_else(|e| panic!("{id} on a live node: {e}"));
+    }
+}
+
+async fn a_root_that_restarts_at_once_still_finds_the_objects_placed_on_its_neighbours(
+    routing: Routing,
+) {
+    let mut net = network(routing, 5).await;
+    let root = net.nodes[0].clone();
+    let creator = net.nodes[1].clone();
+    let objects = create_rooted_at(&net, root.id(), 16, 1000, |_| creator.clone()).await;
+    let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
+    let hosts: Vec<NodeId> = net.nodes.iter().map(|n| n.id()).collect();
+    let (ok, loads) = balanced(&net, &ids, &hosts, 2).await;
+    assert!(ok, "objects spread out: {loads:?}");
+    // where each object placed away from the root lives
+    let placed: Vec<(ObjectId, u64, NodeId)> = objects
+        .iter()
+        .filter_map(|(id, start)| {
+            net.live()
+                .into_iter()
+                .find(|n| n.id() != root.id() && n.hosted_objects().iter().any(|(h, _)| h == id))
+                .map(|n| (*id, *start, n.id()))
+        })
+        .collect();
+    assert!(placed.len() >= 8, "{} of 16 placed away", placed.len());
+
+    // the root crashes and comes straight back, with nothing in memory: it
+    // no longer knows where the objects it is root of live
+    net.crash(root.id());
+    let back = net.restart(root.peer().clone()).await;
+    assert_eq!(back.id(), root.id());
+
+    // a node that never called them (no location cache: its calls go
+    // through the root) still reaches each one, with its state
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for (id, start, host) in &placed {
+        let caller = net
+            .live()
+            .into_iter()
+            .find(|n| n.id() != root.id() && n.id() != creator.id() && n.id() != *host)
+            .expect("a third node");
+        loop {
+            match caller.reference::<TallyRef>(*id).total().await {
+                Ok(total) => {
+                    assert_eq!(total, *start, "{id} kept its state");
+                    break;
+                }
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{id}, placed on a neighbour of the restarted root: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
     }
 }

@@ -1520,7 +1520,7 @@ impl NodeInner {
     /// Tells `peer` where the objects hosted here whose replica set includes it
     /// live: a peer that (re)started keeps no records, and as root it would
     /// answer "not found" for objects that live on its neighbours.
-    async fn publish_placements_to(self: &Arc<Self>, peer: &Peer) {
+    fn publish_placements_to(self: &Arc<Self>, peer: &Peer) {
         let hosted: Vec<(ObjectId, String)> = lock(&self.objects)
             .iter()
             .filter(|(_, s)| !s.migrating)
@@ -1536,9 +1536,7 @@ impl NodeInner {
                 host: self.me.clone(),
                 policy,
             };
-            if let Err(e) = self.send_frame(peer, Body::Placement(record)).await {
-                trace!(to = %peer, "placement record not delivered: {e}");
-            }
+            self.send_control(peer.clone(), Body::Placement(record));
         }
     }
 
@@ -2049,7 +2047,7 @@ impl NodeInner {
                     // a newcomer hears this node's load at once, and learns
                     // where the objects it is (or may become) root of live
                     self.send_control(incoming.from.clone(), Body::Load(self.load_report()));
-                    self.publish_placements_to(&incoming.from).await;
+                    self.publish_placements_to(&incoming.from);
                 }
             }
         }

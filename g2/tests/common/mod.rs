@@ -8,7 +8,7 @@ use std::time::Duration;
 use g2::mem::MemNetwork;
 use g2::pastry::PastryConfig;
 use g2::testing::Directory;
-use g2::{Key, Node, NodeBuilder, NodeId, WithNetwork, WithOverlay, WithTransport};
+use g2::{Key, Node, NodeBuilder, NodeId, Peer, WithNetwork, WithOverlay, WithTransport};
 
 /// Which overlay a test network routes with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,16 +89,29 @@ impl TestNet {
 
     /// Starts one more node and joins it (through the first node, for Pastry).
     pub async fn add_node(&mut self) -> Node {
+        let t = self.mem.endpoint();
+        self.start(t).await
+    }
+
+    /// Starts a crashed node again: same id and address, nothing kept, and
+    /// (unless the overlay is told, as the test-support one is) before its
+    /// neighbours have noticed it was gone.
+    pub async fn restart(&mut self, peer: Peer) -> Node {
+        let t = self.mem.endpoint_at(peer);
+        self.start(t).await
+    }
+
+    async fn start(&mut self, transport: g2::mem::MemTransport) -> Node {
         let b = Node::builder().network(self.network);
         let b = match self.routing {
-            Routing::TestSupport => b.overlay(self.dir.overlay()).transport(self.mem.endpoint()),
+            Routing::TestSupport => b.overlay(self.dir.overlay()).transport(transport),
             Routing::Pastry | Routing::Chord => {
                 let b = if self.routing == Routing::Pastry {
                     b.overlay(pastry_for_tests())
                 } else {
                     b.overlay(chord_for_tests())
                 };
-                let b = b.transport(self.mem.endpoint());
+                let b = b.transport(transport);
                 match self.nodes.iter().find(|n| !n.is_stopped()) {
                     Some(first) => b.bootstrap(first.peer().addr.clone()),
                     None => b,
