@@ -1418,6 +1418,10 @@ impl NodeInner {
             }
         }
         lock(&self.moved).remove(&id);
+        // a record kept here names the host it came from: it is here now
+        if let Some(record) = lock(&self.placements).get_mut(&id) {
+            record.host = self.me.clone();
+        }
         self.host(
             id,
             entry,
@@ -1735,17 +1739,23 @@ impl NodeInner {
                         return Ok(());
                     }
                     lock(&self.locations).insert(id, to.clone());
-                    if lock(&self.overlay).is_root(id.key()) {
-                        // calls routed here go to the new host (its own record
-                        // may arrive after them)
-                        lock(&self.placements).insert(
-                            id,
-                            crate::wire::Placement {
-                                object: id,
-                                host: to.clone(),
-                                policy: policy_name_sent.clone(),
-                            },
-                        );
+                    let root = lock(&self.overlay).is_root(id.key());
+                    {
+                        let mut placements = lock(&self.placements);
+                        if root || placements.contains_key(&id) {
+                            // calls routed here go to the new host (its own record
+                            // may arrive after them); a record kept here from
+                            // before the object came would name an older host,
+                            // which may be gone by the time this node is root
+                            placements.insert(
+                                id,
+                                crate::wire::Placement {
+                                    object: id,
+                                    host: to.clone(),
+                                    policy: policy_name_sent.clone(),
+                                },
+                            );
+                        }
                     }
                     let (drained_tx, drained_rx) = oneshot::channel();
                     let _ = verdict_tx.send(Verdict::Moved(to.clone(), drained_tx));
