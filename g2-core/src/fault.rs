@@ -174,8 +174,39 @@ pub trait FaultPolicy: Send + Sync + 'static {
     async fn held_objects(&self) -> Result<Vec<ObjectId>, PolicyError>;
     /// Rebuilds `object` from what the policy kept, if it kept anything.
     async fn recover(&self, object: ObjectId) -> Result<Option<Recovery>, PolicyError>;
-    /// The object left this node (migrated away); its records here may go.
+    /// The object left this node (migrated away); its records here may go
+    /// (the mark of [`Self::on_departing`] with them).
     async fn on_departed(&self, object: ObjectId) -> Result<(), PolicyError>;
+    /// The object, frozen, is about to be sent to `to` as transfer `transfer`.
+    /// A policy that keeps objects across restarts marks that durably: a node
+    /// that restarts before the departure is confirmed (the new host may have
+    /// installed the object already) sends the same transfer again instead of
+    /// running a second copy ([`Self::departing`]). An error keeps the object
+    /// here.
+    async fn on_departing(
+        &self,
+        object: ObjectId,
+        to: crate::id::Peer,
+        transfer: u64,
+    ) -> Result<(), PolicyError> {
+        let _ = (object, to, transfer);
+        Ok(())
+    }
+    /// The transfer marked by [`Self::on_departing`] did not happen: the object
+    /// stays and runs here.
+    async fn on_stayed(&self, object: ObjectId) -> Result<(), PolicyError> {
+        let _ = object;
+        Ok(())
+    }
+    /// For a recovered object: the transfer it was on its way out with when
+    /// this node stopped, if any ([`Self::on_departing`]).
+    async fn departing(
+        &self,
+        object: ObjectId,
+    ) -> Result<Option<(crate::id::Peer, u64)>, PolicyError> {
+        let _ = object;
+        Ok(None)
+    }
     /// What of the object's records must travel with it when it migrates (the
     /// results kept to answer duplicates, say: a call sent again after the
     /// object moved must not run twice). Called once the object is frozen for

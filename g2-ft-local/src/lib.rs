@@ -35,7 +35,7 @@ use g2_core::fault::{
     Admission, FaultPolicy, IncomingCall, OutgoingCall, OutgoingDecision, PolicyError, Recovery,
 };
 use g2_core::store::{Space, Store, WriteBatch};
-use g2_core::{CallId, ObjectId, RemoteError};
+use g2_core::{CallId, ObjectId, Peer, RemoteError};
 use serde::{Deserialize, Serialize};
 
 /// The policy name of `local` with [`Durability::Process`].
@@ -253,6 +253,15 @@ fn tagged(object: ObjectId, tag: u8) -> Vec<u8> {
 const INCOMING: u8 = b'i';
 const OUTGOING: u8 = b'o';
 const RESULT: u8 = b'r';
+/// The transfer an object was on its way out with (one per object).
+const DEPARTING: u8 = b'd';
+
+/// Where an object was being sent when the mark was written.
+#[derive(Serialize, Deserialize)]
+struct DepartingRec {
+    to: Peer,
+    transfer: u64,
+}
 
 /// Deletes the log records of `object` under `tag` with indices from `*floor`
 /// (the lowest that may still be stored) up to `to`, and raises the floor.
@@ -674,6 +683,37 @@ impl FaultPolicy for LocalPolicy {
         self.write(b).await?;
         lock(&self.objects).remove(&object);
         Ok(())
+    }
+
+    /// Marks the departure durably (always synced: a restart must not run a
+    /// copy of an object that a new host may already run).
+    async fn on_departing(
+        &self,
+        object: ObjectId,
+        to: Peer,
+        transfer: u64,
+    ) -> Result<(), PolicyError> {
+        let mut b = WriteBatch::synced();
+        b.put(
+            Space::Log,
+            tagged(object, DEPARTING),
+            seal(&DepartingRec { to, transfer })?,
+        );
+        self.write(b).await
+    }
+
+    async fn on_stayed(&self, object: ObjectId) -> Result<(), PolicyError> {
+        let mut b = self.batch();
+        b.delete(Space::Log, tagged(object, DEPARTING));
+        self.write(b).await
+    }
+
+    async fn departing(&self, object: ObjectId) -> Result<Option<(Peer, u64)>, PolicyError> {
+        let Some(bytes) = self.store.get(Space::Log, &tagged(object, DEPARTING))? else {
+            return Ok(None);
+        };
+        let rec: DepartingRec = open(object, "departure mark", &bytes)?;
+        Ok(Some((rec.to, rec.transfer)))
     }
 
     /// The kept results (at most `results_kept`, newest last), sealed: a call

@@ -356,3 +356,42 @@ async fn damaged_carried_records_refuse_the_transfer() {
         Err(PolicyError::Corrupt { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_departure_mark_survives_a_restart_until_the_object_leaves_or_stays() {
+    let store = Arc::new(MemStore::new());
+    let p = policy(&store, 100);
+    p.on_activate(OBJ, "Counter", b"s0", 0).await.unwrap();
+    run(&p, &call(1, "add", false), b"r1").await;
+    assert_eq!(p.departing(OBJ).await.unwrap(), None);
+    let to = Peer {
+        id: g2_core::NodeId::from_u128(9),
+        addr: g2_core::NodeAddr::new("127.0.0.1:4000"),
+    };
+    p.on_departing(OBJ, to.clone(), 77).await.unwrap();
+    drop(p);
+
+    // restarted before the departure was confirmed: the object and the mark
+    let p = policy(&store, 100);
+    assert_eq!(p.held_objects().await.unwrap(), vec![OBJ]);
+    let rec = p.recover(OBJ).await.unwrap().unwrap();
+    assert_eq!(rec.replay.len(), 1, "the mark is not a logged call");
+    assert_eq!(p.departing(OBJ).await.unwrap(), Some((to.clone(), 77)));
+    // the transfer failed: the object stays, unmarked
+    p.on_stayed(OBJ).await.unwrap();
+    assert_eq!(p.departing(OBJ).await.unwrap(), None);
+    // marked again, then gone: nothing is left, the mark included
+    p.on_departing(OBJ, to, 78).await.unwrap();
+    p.on_departed(OBJ).await.unwrap();
+    assert_eq!(p.departing(OBJ).await.unwrap(), None);
+    assert!(p.held_objects().await.unwrap().is_empty());
+
+    // a damaged mark is reported, not followed
+    let mut b = WriteBatch::new();
+    b.put(Space::Log, tagged(OBJ, DEPARTING), b"garbage".to_vec());
+    store.write(b).unwrap();
+    assert!(matches!(
+        p.departing(OBJ).await,
+        Err(PolicyError::Corrupt { object, .. }) if object == OBJ
+    ));
+}

@@ -138,7 +138,12 @@ struct Disk {
     /// Armed: the process dies right after its first checkpoint write succeeds
     /// (its disk and then this hook, which takes it off the network).
     die_after_checkpoint: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Armed: the process dies as it drops the checkpoint of that object (the
+    /// object left), before that delete reaches its disk.
+    die_on_departure: Hook,
 }
+
+type Hook = Arc<std::sync::Mutex<Option<(ObjectId, Box<dyn FnOnce() + Send>)>>>;
 
 impl Store for Disk {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, g2::store::StoreError> {
@@ -146,6 +151,35 @@ impl Store for Disk {
     }
     fn write(&self, batch: g2::store::WriteBatch) -> Result<(), g2::store::StoreError> {
         if !self.alive.load(Ordering::Acquire) {
+            return Err(g2::store::StoreError::Backend("the process is dead".into()));
+        }
+        let departed = |object: ObjectId| {
+            batch.ops.iter().any(|op| {
+                matches!(
+                    op,
+                    g2::store::BatchOp::Delete {
+                        space: Space::Checkpoints,
+                        key,
+                    } if key[..] == object.as_u128().to_be_bytes()
+                )
+            })
+        };
+        let hook = {
+            let mut armed = self
+                .die_on_departure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match armed.take() {
+                Some((object, die)) if departed(object) => Some(die),
+                other => {
+                    *armed = other;
+                    None
+                }
+            }
+        };
+        if let Some(die) = hook {
+            self.alive.store(false, Ordering::Release);
+            die();
             return Err(g2::store::StoreError::Backend("the process is dead".into()));
         }
         let checkpoint = batch.ops.iter().any(|op| {
@@ -188,16 +222,20 @@ struct FtNet {
     /// Every node ever started, with its store (kept across a crash) and
     /// whether that incarnation may still write to it.
     nodes: Vec<(Node, Arc<MemStore>, Arc<AtomicBool>)>,
+    /// Each incarnation's departure hook (see `Disk::die_on_departure`).
+    departure_hooks: Vec<(NodeId, Hook)>,
 }
 
 impl FtNet {
     async fn new(routing: Routing, n: usize, cfg: LocalConfig) -> FtNet {
+        common::logs();
         let mut net = FtNet {
             mem: MemNetwork::new(),
             dir: Directory::new(),
             routing,
             cfg,
             nodes: Vec::new(),
+            departure_hooks: Vec::new(),
         };
         for _ in 0..n {
             let t = net.mem.endpoint();
@@ -267,10 +305,12 @@ impl FtNet {
             _ => b.overlay(self.dir.overlay()).transport(transport),
         };
         let alive = Arc::new(AtomicBool::new(true));
+        let hook: Hook = Arc::default();
         let disk: Arc<dyn Store> = Arc::new(Disk {
             inner: store.clone(),
             alive: alive.clone(),
             die_after_checkpoint: std::sync::Mutex::new(die),
+            die_on_departure: hook.clone(),
         });
         let node = b
             .shared_store(disk.clone())
@@ -285,7 +325,20 @@ impl FtNet {
             .await
             .expect("node builds and joins");
         self.nodes.push((node.clone(), store, alive));
+        self.departure_hooks.push((node.id(), hook));
         node
+    }
+
+    /// Arms the latest incarnation of `id` to run `die` as it drops the
+    /// checkpoint of `object`, which left it.
+    fn die_on_departure(&self, id: NodeId, object: ObjectId, die: Box<dyn FnOnce() + Send>) {
+        let (_, hook) = self
+            .departure_hooks
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == id)
+            .expect("a node with that id");
+        *hook.lock().unwrap_or_else(|p| p.into_inner()) = Some((object, die));
     }
 
     fn node(&self, id: NodeId) -> (Node, Arc<MemStore>, Arc<AtomicBool>) {
@@ -574,6 +627,97 @@ async fn a_new_host_that_dies_mid_transfer_comes_back_with_the_only_copy() {
         vec![back.id()],
         "one copy left, at the newcomer"
     );
+    let (total, applied) = ledger.totals().await.unwrap();
+    let seen = sink.seen().await.unwrap();
+    assert_eq!(applied, 120, "each acknowledged add applied exactly once");
+    assert_eq!(total, acked.iter().sum::<u64>());
+    assert_eq!(seen, acked, "the sink saw each add once, in order");
+}
+
+/// The old host dies after the new one acknowledged the transfer but before it
+/// dropped its own checkpoint. Restarted, it must not run that stale copy (calls
+/// that reached it would be lost when the copies meet): it sends the same
+/// transfer again, the new host acknowledges it without installing it twice,
+/// and the stale copy goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_host_that_dies_before_dropping_its_copy_does_not_run_it_again() {
+    let mut net = FtNet::new(Routing::TestSupport, 3, config(5)).await;
+    let client = net.nodes[0].0.clone();
+    let (_, sink) = create_away::<SinkObj>(&client, ()).await;
+    let (ledger_id, ledger) = create_away::<LedgerObj>(&client, sink.clone()).await;
+    let (_, feeder) = create_away::<FeederObj>(&client, ()).await;
+    let old_host = net.host_of(ledger_id).expect("the ledger is hosted");
+    let feeding = {
+        let (f, l) = (feeder.clone(), ledger.clone());
+        tokio::spawn(async move { f.feed(l, 1, 120).await })
+    };
+    for _ in 0..2000 {
+        if ledger.totals().await.unwrap().1 >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    // the old host dies as it drops the ledger's checkpoint: the newcomer (the
+    // ledger's new root) already runs the ledger
+    let died = Arc::new(AtomicBool::new(false));
+    let victim = old_host.id();
+    net.die_on_departure(victim, ledger_id, {
+        let (mem, died) = (net.mem.clone(), died.clone());
+        Box::new(move || {
+            mem.kill(victim);
+            died.store(true, Ordering::Release);
+        })
+    });
+    let newcomer = net
+        .start(
+            net.mem
+                .endpoint_with_id(NodeId::from_u128(ledger_id.as_u128())),
+            Arc::new(MemStore::new()),
+        )
+        .await;
+    for _ in 0..2000 {
+        if died.load(Ordering::Acquire) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(died.load(Ordering::Acquire), "the ledger left the old host");
+    let (peer, store) = net.crash(victim);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let back = net.restart(peer, store).await;
+    let live_hosts = || -> Vec<NodeId> {
+        net.nodes
+            .iter()
+            .map(|(n, _, _)| n)
+            .filter(|n| !n.is_stopped())
+            .filter(|n| n.hosted_objects().iter().any(|(id, _)| *id == ledger_id))
+            .filter(|n| !n.moving_out().contains(&ledger_id))
+            .map(|n| n.id())
+            .collect()
+    };
+    for _ in 0..300 {
+        let live = live_hosts();
+        assert_eq!(
+            live,
+            vec![newcomer.id()],
+            "the ledger runs at the newcomer only (restarted old host {})",
+            back.id()
+        );
+        if !back.hosted_objects().iter().any(|(id, _)| *id == ledger_id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !back.hosted_objects().iter().any(|(id, _)| *id == ledger_id),
+        "the stale copy went"
+    );
+    let acked = feeding
+        .await
+        .unwrap()
+        .expect("feed call")
+        .expect("every add acknowledged");
     let (total, applied) = ledger.totals().await.unwrap();
     let seen = sink.seen().await.unwrap();
     assert_eq!(applied, 120, "each acknowledged add applied exactly once");

@@ -117,6 +117,15 @@ struct Snapshot {
     next_call_seq: u64,
 }
 
+/// An object stopped for a transfer (see `NodeInner::freeze`).
+struct Frozen {
+    type_name: &'static str,
+    policy_name: String,
+    epoch: u64,
+    snap_rx: oneshot::Receiver<Snapshot>,
+    verdict_tx: oneshot::Sender<Verdict>,
+}
+
 enum Verdict {
     /// The new host acknowledged: forward the queued calls there, say so, stop.
     Moved(Peer, oneshot::Sender<()>),
@@ -1610,6 +1619,13 @@ impl NodeInner {
     /// calls that queued meanwhile to the new host. On a definite failure the
     /// object carries on here; there is never a moment with two live copies.
     async fn migrate(self: &Arc<Self>, id: ObjectId, to: Peer, placed: bool) -> Result<(), String> {
+        let frozen = self.freeze(id)?;
+        self.send_frozen(id, frozen, to, placed, None).await
+    }
+
+    /// Stops admitting calls to the object (they queue) and asks its actor
+    /// for a snapshot, taken once the calls ahead of it have run.
+    fn freeze(self: &Arc<Self>, id: ObjectId) -> Result<Frozen, String> {
         let (inbox, type_name, policy_name, epoch) = {
             let mut objects = lock(&self.objects);
             let slot = objects.get_mut(&id).ok_or("not hosted here")?;
@@ -1624,6 +1640,48 @@ impl NodeInner {
                 slot.epoch,
             )
         };
+        let (snap_tx, snap_rx) = oneshot::channel();
+        let (verdict_tx, verdict_rx) = oneshot::channel();
+        if inbox
+            .send(InboxMsg::Migrate {
+                snapshot: snap_tx,
+                verdict: verdict_rx,
+            })
+            .is_err()
+        {
+            if let Some(slot) = lock(&self.objects).get_mut(&id)
+                && slot.epoch == epoch
+            {
+                slot.migrating = false;
+            }
+            return Err("the object's actor has stopped".into());
+        }
+        Ok(Frozen {
+            type_name,
+            policy_name,
+            epoch,
+            snap_rx,
+            verdict_tx,
+        })
+    }
+
+    /// Sends a frozen object to `to` (as transfer `resume`, when a restart
+    /// resumes one) and, once it is installed there, drops it here.
+    async fn send_frozen(
+        self: &Arc<Self>,
+        id: ObjectId,
+        frozen: Frozen,
+        to: Peer,
+        placed: bool,
+        resume: Option<u64>,
+    ) -> Result<(), String> {
+        let Frozen {
+            type_name,
+            policy_name,
+            epoch,
+            snap_rx,
+            verdict_tx,
+        } = frozen;
         let unmark = |me: &Arc<Self>| {
             if let Some(slot) = lock(&me.objects).get_mut(&id)
                 && slot.epoch == epoch
@@ -1638,19 +1696,6 @@ impl NodeInner {
                 .get(&id)
                 .is_some_and(|slot| slot.epoch != epoch)
         };
-        let (snap_tx, snap_rx) = oneshot::channel();
-        let (verdict_tx, verdict_rx) = oneshot::channel();
-        if inbox
-            .send(InboxMsg::Migrate {
-                snapshot: snap_tx,
-                verdict: verdict_rx,
-            })
-            .is_err()
-        {
-            unmark(self);
-            return Err("the object's actor has stopped".into());
-        }
-        drop(inbox);
         let Ok(snap) = snap_rx.await else {
             unmark(self);
             return Err("the object's actor stopped before its snapshot".into());
@@ -1678,12 +1723,24 @@ impl NodeInner {
             None => Vec::new(),
         };
         let policy_name_sent = policy_name.clone();
+        let transfer = resume.unwrap_or_else(rand_transfer_id);
+        // marked durably before anything leaves: a restart from here on sends
+        // this same transfer again rather than run a copy the new host may run
+        if let Some(p) = &departed_policy
+            && let Err(e) = p.on_departing(id, to.clone(), transfer).await
+        {
+            let _ = verdict_tx.send(Verdict::Stay);
+            unmark(self);
+            return Err(format!(
+                "the fault policy could not mark the departure: {e}"
+            ));
+        }
         let kind = RequestKind::Migrate {
             type_name: type_name.to_string(),
             state,
             policy: policy_name,
             next_call_seq: snap.next_call_seq,
-            transfer: rand_transfer_id(),
+            transfer,
             carried,
             placed,
         };
@@ -1705,6 +1762,7 @@ impl NodeInner {
                 break;
             }
             if attempt > 0 && superseded(self) {
+                self.stayed(id, &departed_policy).await;
                 self.give_way(id, verdict_tx).await;
                 return Err(last);
             }
@@ -1735,6 +1793,7 @@ impl NodeInner {
                     };
                     if !still_ours {
                         debug!(object = %id, to = %to, "object came back while its transfer was confirmed");
+                        self.stayed(id, &departed_policy).await;
                         self.give_way(id, verdict_tx).await;
                         return Ok(());
                     }
@@ -1787,6 +1846,7 @@ impl NodeInner {
                     } else {
                         e.to_string()
                     };
+                    self.stayed(id, &departed_policy).await;
                     if superseded(self) {
                         self.give_way(id, verdict_tx).await;
                     } else {
@@ -1797,6 +1857,7 @@ impl NodeInner {
                 }
             }
         }
+        self.stayed(id, &departed_policy).await;
         if superseded(self) {
             self.give_way(id, verdict_tx).await;
             return Err(last);
@@ -1805,6 +1866,15 @@ impl NodeInner {
         unmark(self);
         warn!(object = %id, to = %to, "migration abandoned after repeated timeouts: {last}");
         Err(last)
+    }
+
+    /// A marked departure did not happen: the copy here runs on.
+    async fn stayed(&self, id: ObjectId, policy: &Option<Arc<dyn FaultPolicy>>) {
+        if let Some(p) = policy
+            && let Err(e) = p.on_stayed(id).await
+        {
+            warn!(object = %id, "fault policy could not clear a departure mark: {e}");
+        }
     }
 
     /// A frozen copy whose object came back newer: its queued calls go to the
@@ -1933,8 +2003,44 @@ impl NodeInner {
                     false,
                 );
                 tracing::info!(object = %id, r#type = %rec.type_name, replay = replayed, "recovered object from its checkpoint");
+                match policy.departing(id).await {
+                    Ok(None) => {}
+                    Ok(Some((to, transfer))) => self.resume_departure(id, to, transfer),
+                    Err(e) => {
+                        warn!(object = %id, "could not read whether it was leaving when this node stopped: {e}; it runs here");
+                    }
+                }
             }
         }
+    }
+
+    /// A recovered object was on its way to `to` when this node stopped: the
+    /// new host may run it already. It stays frozen (replay first, then
+    /// nothing) and the same transfer is sent again once the node has joined:
+    /// a host that installed it acknowledges without installing it twice, one
+    /// that never got it installs it now.
+    fn resume_departure(self: &Arc<Self>, id: ObjectId, to: Peer, transfer: u64) {
+        let frozen = match self.freeze(id) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(object = %id, "could not resume its transfer: {e}");
+                return;
+            }
+        };
+        tracing::info!(object = %id, to = %to, "resuming a transfer cut short by the stop");
+        let me = self.clone();
+        let mut ready = self.ready.subscribe();
+        tokio::spawn(
+            async move {
+                if ready.wait_for(|r| *r).await.is_err() {
+                    return;
+                }
+                if let Err(e) = me.send_frozen(id, frozen, to.clone(), false, Some(transfer)).await {
+                    warn!(object = %id, to = %to, "resumed transfer failed: {e}; the object runs here");
+                }
+            }
+            .instrument(info_span!("node", id = %self.me.id)),
+        );
     }
 
     /// Hands a call that queued during a migration to the object's new host; the
