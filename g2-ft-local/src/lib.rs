@@ -719,11 +719,20 @@ impl FaultPolicy for LocalPolicy {
     /// The kept results (at most `results_kept`, newest last), sealed: a call
     /// sent again after the object moved is answered from them at the new host.
     async fn export(&self, object: ObjectId) -> Result<Vec<u8>, PolicyError> {
+        // A call still pending here travels itself (queued behind the transfer,
+        // or a logged call a restart holds): its result stays behind, so that
+        // the new host runs it rather than answer it from a result the state it
+        // receives does not include.
         let order: Vec<(u64, CallId)> = {
             let st = self.state(object);
             let st = lock(&st);
             let skip = st.result_order.len().saturating_sub(self.cfg.results_kept);
-            st.result_order.iter().skip(skip).copied().collect()
+            st.result_order
+                .iter()
+                .skip(skip)
+                .filter(|(_, call_id)| !st.pending.contains_key(call_id))
+                .copied()
+                .collect()
         };
         let mut kept = Vec::with_capacity(order.len());
         for (index, call_id) in order {

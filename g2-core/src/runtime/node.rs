@@ -1991,6 +1991,17 @@ impl NodeInner {
                     }
                 };
                 let replayed = rec.replay.len();
+                let departing = match policy.departing(id).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        warn!(object = %id, "could not read whether it was leaving when this node stopped: {e}; it runs here");
+                        None
+                    }
+                };
+                let (replay, held) = match departing {
+                    Some(_) => (Vec::new(), rec.replay),
+                    None => (rec.replay, Vec::new()),
+                };
                 self.host(
                     id,
                     entry,
@@ -1998,28 +2009,34 @@ impl NodeInner {
                     Some(policy.clone()),
                     name,
                     rec.next_call_seq,
-                    rec.replay,
+                    replay,
                     true,
                     false,
                 );
                 tracing::info!(object = %id, r#type = %rec.type_name, replay = replayed, "recovered object from its checkpoint");
-                match policy.departing(id).await {
-                    Ok(None) => {}
-                    Ok(Some((to, transfer))) => self.resume_departure(id, to, transfer),
-                    Err(e) => {
-                        warn!(object = %id, "could not read whether it was leaving when this node stopped: {e}; it runs here");
-                    }
+                if let Some((to, transfer)) = departing {
+                    self.resume_departure(id, to, transfer, held);
                 }
             }
         }
     }
 
     /// A recovered object was on its way to `to` when this node stopped: the
-    /// new host may run it already. It stays frozen (replay first, then
-    /// nothing) and the same transfer is sent again once the node has joined:
-    /// a host that installed it acknowledges without installing it twice, one
-    /// that never got it installs it now.
-    fn resume_departure(self: &Arc<Self>, id: ObjectId, to: Peer, transfer: u64) {
+    /// new host may run it already. It stays frozen at its checkpoint and the
+    /// same transfer is sent again once the node has joined: a host that
+    /// installed it acknowledges without installing it twice, one that never
+    /// got it installs the checkpoint. Either way the calls logged since the
+    /// checkpoint (`held`) follow it there, in order: the new host runs those
+    /// it has not run (the policy leaves their results out of the transfer)
+    /// and answers the others from the results it kept. Should the transfer
+    /// fail for good, they run here instead.
+    fn resume_departure(
+        self: &Arc<Self>,
+        id: ObjectId,
+        to: Peer,
+        transfer: u64,
+        held: Vec<IncomingCall>,
+    ) {
         let frozen = match self.freeze(id) {
             Ok(f) => f,
             Err(e) => {
@@ -2027,6 +2044,16 @@ impl NodeInner {
                 return;
             }
         };
+        if let Some(slot) = lock(&self.objects).get(&id) {
+            for call in held {
+                // (no caller waits on these: a reply to request 0 is dropped)
+                let inv = Invocation {
+                    origin: Some((self.me.clone(), 0)),
+                    call,
+                };
+                let _ = slot.inbox.send(InboxMsg::Call(inv));
+            }
+        }
         tracing::info!(object = %id, to = %to, "resuming a transfer cut short by the stop");
         let me = self.clone();
         let mut ready = self.ready.subscribe();
