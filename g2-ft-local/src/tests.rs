@@ -307,14 +307,16 @@ async fn old_results_are_forgotten_at_checkpoints() {
 }
 
 /// The policies of an object's old and new host; the new host's store too.
-fn two_hosts() -> (Arc<MemStore>, LocalPolicy, LocalPolicy) {
+/// Two hosts' stores, here and there, with a policy on each.
+fn two_hosts() -> (Arc<MemStore>, Arc<MemStore>, LocalPolicy, LocalPolicy) {
     let (here, there) = (Arc::new(MemStore::new()), Arc::new(MemStore::new()));
-    (there.clone(), policy(&here, 100), policy(&there, 100))
+    let (a, b) = (policy(&here, 100), policy(&there, 100));
+    (here, there, a, b)
 }
 
 #[tokio::test]
 async fn kept_results_travel_with_a_migrating_object_so_a_resent_call_does_not_run_twice() {
-    let (there, a, b) = two_hosts();
+    let (_, there, a, b) = two_hosts();
     a.on_activate(OBJ, "Counter", b"s0", 0).await.unwrap();
     run(&a, &call(1, "add", false), b"r1").await;
     run(&a, &call(2, "add", false), b"r2").await;
@@ -344,7 +346,7 @@ async fn kept_results_travel_with_a_migrating_object_so_a_resent_call_does_not_r
 
 #[tokio::test]
 async fn damaged_carried_records_refuse_the_transfer() {
-    let (_, a, b) = two_hosts();
+    let (_, _, a, b) = two_hosts();
     a.on_activate(OBJ, "Counter", b"s0", 0).await.unwrap();
     run(&a, &call(1, "add", false), b"r1").await;
     let mut carried = a.export(OBJ).await.unwrap();
@@ -398,11 +400,7 @@ async fn a_departure_mark_survives_a_restart_until_the_object_leaves_or_stays() 
 
 #[tokio::test]
 async fn a_restarted_host_sends_no_results_for_the_calls_it_logged_since_its_checkpoint() {
-    let (here, a, b) = {
-        let here = Arc::new(MemStore::new());
-        let there = Arc::new(MemStore::new());
-        (here.clone(), policy(&here, 100), policy(&there, 100))
-    };
+    let (here, _, a, b) = two_hosts();
     a.on_activate(OBJ, "Counter", b"s0", 0).await.unwrap();
     run(&a, &call(1, "add", false), b"r1").await;
     a.checkpoint(OBJ, "Counter", b"s1", 0).await.unwrap();

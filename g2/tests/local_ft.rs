@@ -370,6 +370,19 @@ impl FtNet {
         self.start(t, store).await
     }
 
+    /// The live nodes holding a copy of `object` (with `live_only`, a copy
+    /// that runs, not one frozen on its way out).
+    fn hosts_of(&self, object: ObjectId, live_only: bool) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .map(|(n, _, _)| n)
+            .filter(|n| !n.is_stopped())
+            .filter(|n| n.hosted_objects().iter().any(|(id, _)| *id == object))
+            .filter(|n| !live_only || !n.moving_out().contains(&object))
+            .map(|n| n.id())
+            .collect()
+    }
+
     fn host_of(&self, object: ObjectId) -> Option<Node> {
         self.nodes
             .iter()
@@ -408,6 +421,72 @@ fn config(every: u32) -> LocalConfig {
 }
 
 const PER_FEEDER: u64 = 150;
+
+/// A ledger (away from the client) that a feeder is sending 120 adds, 20 of
+/// them applied already.
+struct Fed {
+    ledger_id: ObjectId,
+    ledger: LedgerRef,
+    sink: SinkRef,
+    old_host: Node,
+    feeding: tokio::task::JoinHandle<Result<Result<Vec<u64>, String>, CallError>>,
+}
+
+async fn feed_a_ledger(net: &FtNet) -> Fed {
+    let client = net.nodes[0].0.clone();
+    let (_, sink) = create_away::<SinkObj>(&client, ()).await;
+    let (ledger_id, ledger) = create_away::<LedgerObj>(&client, sink.clone()).await;
+    let (_, feeder) = create_away::<FeederObj>(&client, ()).await;
+    let old_host = net.host_of(ledger_id).expect("the ledger is hosted");
+    let feeding = {
+        let (f, l) = (feeder.clone(), ledger.clone());
+        tokio::spawn(async move { f.feed(l, 1, 120).await })
+    };
+    for _ in 0..2000 {
+        if ledger.totals().await.unwrap().1 >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Fed {
+        ledger_id,
+        ledger,
+        sink,
+        old_host,
+        feeding,
+    }
+}
+
+/// The adds the feeder got acknowledged (it got them all).
+async fn all_acknowledged(
+    feeding: tokio::task::JoinHandle<Result<Result<Vec<u64>, String>, CallError>>,
+) -> Vec<u64> {
+    feeding
+        .await
+        .unwrap()
+        .expect("feed call")
+        .expect("every add acknowledged")
+}
+
+/// Each of the 120 acknowledged adds was applied once, and reached the sink
+/// once, in order.
+async fn applied_once(ledger: &LedgerRef, sink: &SinkRef, acked: &[u64]) {
+    let (total, applied) = ledger.totals().await.unwrap();
+    let seen = sink.seen().await.unwrap();
+    assert_eq!(applied, 120, "each acknowledged add applied exactly once");
+    assert_eq!(total, acked.iter().sum::<u64>());
+    assert_eq!(seen, acked, "the sink saw each add once, in order");
+}
+
+/// Waits (bounded, 2 s) for `flag`.
+async fn wait_for(flag: &AtomicBool) {
+    for _ in 0..2000 {
+        if flag.load(Ordering::Acquire) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
 
 /// The ledger workload: 3 feeders send 150 adds each while the ledger's volunteer
 /// crashes and restarts. Every acknowledged add is applied exactly once, the sink
@@ -536,21 +615,13 @@ async fn calls_during_an_outage_wait_for_the_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_host_that_dies_mid_transfer_comes_back_with_the_only_copy() {
     let mut net = FtNet::new(Routing::TestSupport, 3, config(5)).await;
-    let client = net.nodes[0].0.clone();
-    let (_, sink) = create_away::<SinkObj>(&client, ()).await;
-    let (ledger_id, ledger) = create_away::<LedgerObj>(&client, sink.clone()).await;
-    let (_, feeder) = create_away::<FeederObj>(&client, ()).await;
-    let old_host = net.host_of(ledger_id).expect("the ledger is hosted");
-    let feeding = {
-        let (f, l) = (feeder.clone(), ledger.clone());
-        tokio::spawn(async move { f.feed(l, 1, 120).await })
-    };
-    for _ in 0..2000 {
-        if ledger.totals().await.unwrap().1 >= 20 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let Fed {
+        ledger_id,
+        ledger,
+        sink,
+        old_host,
+        feeding,
+    } = feed_a_ledger(&net).await;
 
     // a volunteer whose id is the ledger's key joins: the ledger moves to it,
     // and it dies as soon as the ledger's checkpoint is on its disk
@@ -567,12 +638,7 @@ async fn a_new_host_that_dies_mid_transfer_comes_back_with_the_only_copy() {
     let node = net
         .start_with(t, Arc::new(MemStore::new()), Some(die))
         .await;
-    for _ in 0..2000 {
-        if died.load(Ordering::Acquire) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_for(&died).await;
     assert!(
         died.load(Ordering::Acquire),
         "the ledger moved to the newcomer"
@@ -590,25 +656,12 @@ async fn a_new_host_that_dies_mid_transfer_comes_back_with_the_only_copy() {
     );
 
     let back = net.restart(peer, store).await;
-    let acked = feeding
-        .await
-        .unwrap()
-        .expect("feed call")
-        .expect("every add acknowledged");
+    let acked = all_acknowledged(feeding).await;
     assert_eq!(acked.len(), 120);
     // Never two live copies (a copy frozen for a transfer runs nothing). The
     // old host's frozen copy goes once its next attempt hears the newcomer has
     // the ledger (bounded wait).
-    let hosts = |live_only: bool| -> Vec<NodeId> {
-        net.nodes
-            .iter()
-            .map(|(n, _, _)| n)
-            .filter(|n| !n.is_stopped())
-            .filter(|n| n.hosted_objects().iter().any(|(id, _)| *id == ledger_id))
-            .filter(|n| !live_only || !n.moving_out().contains(&ledger_id))
-            .map(|n| n.id())
-            .collect()
-    };
+    let hosts = |live_only: bool| net.hosts_of(ledger_id, live_only);
     for _ in 0..1000 {
         let live = hosts(true);
         assert!(
@@ -627,11 +680,7 @@ async fn a_new_host_that_dies_mid_transfer_comes_back_with_the_only_copy() {
         vec![back.id()],
         "one copy left, at the newcomer"
     );
-    let (total, applied) = ledger.totals().await.unwrap();
-    let seen = sink.seen().await.unwrap();
-    assert_eq!(applied, 120, "each acknowledged add applied exactly once");
-    assert_eq!(total, acked.iter().sum::<u64>());
-    assert_eq!(seen, acked, "the sink saw each add once, in order");
+    applied_once(&ledger, &sink, &acked).await;
 }
 
 /// The old host dies after the new one acknowledged the transfer but before it
@@ -642,21 +691,13 @@ async fn a_new_host_that_dies_mid_transfer_comes_back_with_the_only_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_host_that_dies_before_dropping_its_copy_does_not_run_it_again() {
     let mut net = FtNet::new(Routing::TestSupport, 3, config(5)).await;
-    let client = net.nodes[0].0.clone();
-    let (_, sink) = create_away::<SinkObj>(&client, ()).await;
-    let (ledger_id, ledger) = create_away::<LedgerObj>(&client, sink.clone()).await;
-    let (_, feeder) = create_away::<FeederObj>(&client, ()).await;
-    let old_host = net.host_of(ledger_id).expect("the ledger is hosted");
-    let feeding = {
-        let (f, l) = (feeder.clone(), ledger.clone());
-        tokio::spawn(async move { f.feed(l, 1, 120).await })
-    };
-    for _ in 0..2000 {
-        if ledger.totals().await.unwrap().1 >= 20 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let Fed {
+        ledger_id,
+        ledger,
+        sink,
+        old_host,
+        feeding,
+    } = feed_a_ledger(&net).await;
 
     // the old host dies as it drops the ledger's checkpoint: the newcomer (the
     // ledger's new root) already runs the ledger
@@ -676,28 +717,13 @@ async fn an_old_host_that_dies_before_dropping_its_copy_does_not_run_it_again() 
             Arc::new(MemStore::new()),
         )
         .await;
-    for _ in 0..2000 {
-        if died.load(Ordering::Acquire) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_for(&died).await;
     assert!(died.load(Ordering::Acquire), "the ledger left the old host");
     let (peer, store) = net.crash(victim);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let back = net.restart(peer, store).await;
-    let live_hosts = || -> Vec<NodeId> {
-        net.nodes
-            .iter()
-            .map(|(n, _, _)| n)
-            .filter(|n| !n.is_stopped())
-            .filter(|n| n.hosted_objects().iter().any(|(id, _)| *id == ledger_id))
-            .filter(|n| !n.moving_out().contains(&ledger_id))
-            .map(|n| n.id())
-            .collect()
-    };
     for _ in 0..300 {
-        let live = live_hosts();
+        let live = net.hosts_of(ledger_id, true);
         assert_eq!(
             live,
             vec![newcomer.id()],
@@ -713,16 +739,8 @@ async fn an_old_host_that_dies_before_dropping_its_copy_does_not_run_it_again() 
         !back.hosted_objects().iter().any(|(id, _)| *id == ledger_id),
         "the stale copy went"
     );
-    let acked = feeding
-        .await
-        .unwrap()
-        .expect("feed call")
-        .expect("every add acknowledged");
-    let (total, applied) = ledger.totals().await.unwrap();
-    let seen = sink.seen().await.unwrap();
-    assert_eq!(applied, 120, "each acknowledged add applied exactly once");
-    assert_eq!(total, acked.iter().sum::<u64>());
-    assert_eq!(seen, acked, "the sink saw each add once, in order");
+    let acked = all_acknowledged(feeding).await;
+    applied_once(&ledger, &sink, &acked).await;
 }
 
 /// A volunteer that never returns: callers get `Unavailable` at their deadline,

@@ -1502,27 +1502,8 @@ impl NodeInner {
 
     /// Tells the replica set of each hosted object (or of `only`) where it lives.
     async fn publish_placements(self: &Arc<Self>, only: Option<ObjectId>) {
-        let hosted: Vec<(ObjectId, String)> = {
-            let objects = lock(&self.objects);
-            match only {
-                Some(id) => objects
-                    .get(&id)
-                    .map(|s| vec![(id, s.policy.clone())])
-                    .unwrap_or_default(),
-                None => objects
-                    .iter()
-                    .map(|(id, s)| (*id, s.policy.clone()))
-                    .collect(),
-            }
-        };
-        for (object, policy) in hosted {
-            let replicas = lock(&self.overlay).replica_set(object.key(), PLACEMENT_REPLICAS);
-            let record = crate::wire::Placement {
-                object,
-                host: self.me.clone(),
-                policy,
-            };
-            for r in replicas.into_iter().filter(|r| r.id != self.me.id) {
+        for (record, replicas) in self.own_records(only, false) {
+            for r in replicas {
                 if let Err(e) = self.send_frame(&r, Body::Placement(record.clone())).await {
                     trace!(to = %r, "placement record not delivered: {e}");
                 }
@@ -1534,23 +1515,54 @@ impl NodeInner {
     /// live: a peer that (re)started keeps no records, and as root it would
     /// answer "not found" for objects that live on its neighbours.
     fn publish_placements_to(self: &Arc<Self>, peer: &Peer) {
-        let hosted: Vec<(ObjectId, String)> = lock(&self.objects)
-            .iter()
-            .filter(|(_, s)| !s.migrating)
-            .map(|(id, s)| (*id, s.policy.clone()))
-            .collect();
-        for (object, policy) in hosted {
-            let replicas = lock(&self.overlay).replica_set(object.key(), PLACEMENT_REPLICAS);
-            if !replicas.iter().any(|r| r.id == peer.id) {
-                continue;
+        for (record, replicas) in self.own_records(None, true) {
+            if replicas.iter().any(|r| r.id == peer.id) {
+                self.send_control(peer.clone(), Body::Placement(record));
             }
-            let record = crate::wire::Placement {
-                object,
-                host: self.me.clone(),
-                policy,
-            };
-            self.send_control(peer.clone(), Body::Placement(record));
         }
+    }
+
+    /// The placement record of each object hosted here (or of `only`), with
+    /// the other members of its replica set; `running` leaves out copies frozen
+    /// on their way out.
+    fn own_records(
+        &self,
+        only: Option<ObjectId>,
+        running: bool,
+    ) -> Vec<(crate::wire::Placement, Vec<Peer>)> {
+        let hosted: Vec<(ObjectId, String)> = {
+            let objects = lock(&self.objects);
+            let wanted = |s: &ObjectSlot| !(running && s.migrating);
+            match only {
+                Some(id) => objects
+                    .get(&id)
+                    .filter(|s| wanted(s))
+                    .map(|s| (id, s.policy.clone()))
+                    .into_iter()
+                    .collect(),
+                None => objects
+                    .iter()
+                    .filter(|(_, s)| wanted(s))
+                    .map(|(id, s)| (*id, s.policy.clone()))
+                    .collect(),
+            }
+        };
+        hosted
+            .into_iter()
+            .map(|(object, policy)| {
+                let replicas = lock(&self.overlay)
+                    .replica_set(object.key(), PLACEMENT_REPLICAS)
+                    .into_iter()
+                    .filter(|r| r.id != self.me.id)
+                    .collect();
+                let record = crate::wire::Placement {
+                    object,
+                    host: self.me.clone(),
+                    policy,
+                };
+                (record, replicas)
+            })
+            .collect()
     }
 
     /// Migrates every object this node hosts but is not the root of towards its
@@ -1649,11 +1661,7 @@ impl NodeInner {
             })
             .is_err()
         {
-            if let Some(slot) = lock(&self.objects).get_mut(&id)
-                && slot.epoch == epoch
-            {
-                slot.migrating = false;
-            }
+            self.thaw(id, epoch);
             return Err("the object's actor has stopped".into());
         }
         Ok(Frozen {
@@ -1663,6 +1671,16 @@ impl NodeInner {
             snap_rx,
             verdict_tx,
         })
+    }
+
+    /// Admits calls to the object again, if the copy frozen at `epoch` is still
+    /// the one hosted here.
+    fn thaw(&self, id: ObjectId, epoch: u64) {
+        if let Some(slot) = lock(&self.objects).get_mut(&id)
+            && slot.epoch == epoch
+        {
+            slot.migrating = false;
+        }
     }
 
     /// Sends a frozen object to `to` (as transfer `resume`, when a restart
@@ -1682,13 +1700,7 @@ impl NodeInner {
             snap_rx,
             verdict_tx,
         } = frozen;
-        let unmark = |me: &Arc<Self>| {
-            if let Some(slot) = lock(&me.objects).get_mut(&id)
-                && slot.epoch == epoch
-            {
-                slot.migrating = false;
-            }
-        };
+        let unmark = |me: &Arc<Self>| me.thaw(id, epoch);
         // Whether a newer copy of the object came back and is hosted here now
         // (see `install`): then the frozen copy's queued calls go to it.
         let superseded = |me: &Arc<Self>| {
