@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::id::{CallId, NodeId, ObjectId, Peer};
 
 /// The protocol version this build speaks.
-pub const WIRE_VERSION: u16 = 4;
+pub const WIRE_VERSION: u16 = 5;
 
 /// Largest frame accepted or produced, in bytes (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -58,6 +58,11 @@ pub struct LoadReport {
     /// means it restarted (and lost what it kept in memory, such as the
     /// placement records of the objects it is root of).
     pub boot: u64,
+    /// The sender is about to move objects by this report's figures and asks
+    /// for the receiver's own load at once (a load that changed since the
+    /// receiver's last periodic report would otherwise make both sides move
+    /// objects to each other).
+    pub ask: bool,
 }
 
 /// Where an object lives, as told to its replica set.
@@ -460,6 +465,7 @@ pub mod codec {
                 put_varint(out, u64::from(l.objects));
                 out.push(u8::from(l.hosting));
                 put_varint(out, l.boot);
+                out.push(u8::from(l.ask));
             }
         }
         Ok(())
@@ -634,6 +640,7 @@ pub mod codec {
                     objects,
                     hosting: r.flag("hosting")?,
                     boot: r.varint("boot")?,
+                    ask: r.flag("ask")?,
                 })
             }
             t => return Err(malformed(&format!("unknown body tag {t}"), r.at - 1)),
@@ -793,11 +800,13 @@ mod tests {
                 objects: u32::MAX,
                 hosting: false,
                 boot: u64::MAX,
+                ask: true,
             }),
             Body::Load(LoadReport {
                 objects: 3,
                 hosting: true,
                 boot: 7,
+                ask: false,
             }),
         ];
         for b in bodies {

@@ -162,6 +162,7 @@ on_both_overlays!(
     a_node_that_does_not_host_places_its_objects_on_the_volunteers,
     a_placed_object_moves_on_when_its_host_leaves_and_is_lost_when_its_host_crashes,
     a_root_that_restarts_at_once_still_finds_the_objects_placed_on_its_neighbours,
+    two_roots_given_as_many_objects_at_once_keep_them_rather_than_swap_them,
 );
 
 async fn running_objects_move_to_volunteers_that_join_with_their_state(routing: Routing) {
@@ -407,4 +408,38 @@ async fn a_root_that_restarts_at_once_still_finds_the_objects_placed_on_its_neig
             }
         }
     }
+}
+
+/// Two volunteers are each given eight objects, in a burst shorter than the
+/// interval of their load reports: by the figures each last heard, the other
+/// runs fewer. Neither moves anything, because each asks the other's load
+/// first; the counts were even all along. (By the stale figures alone each
+/// passed the other objects, and they moved back.)
+async fn two_roots_given_as_many_objects_at_once_keep_them_rather_than_swap_them(routing: Routing) {
+    let net = network(routing, 2).await;
+    let (a, b) = (net.nodes[0].id(), net.nodes[1].id());
+    // wait for each to have heard the other's (empty) load
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut objects = Vec::new();
+    for i in 0..8u64 {
+        for root in [a, b] {
+            let id = id_rooted_at(&net, root);
+            net.nodes[0]
+                .create_with_id::<Count>(id, i)
+                .await
+                .expect("create");
+            objects.push((id, i));
+        }
+    }
+    let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
+    // three rounds of load reports, and the minimum stay of anything moved
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let (ok, loads) = balanced(&net, &ids, &[a, b], 0).await;
+    assert!(ok, "sixteen objects on two volunteers, 8 each: {loads:?}");
+    let moved: u64 = net.nodes.iter().map(|n| n.stats().migrations_out).sum();
+    assert_eq!(
+        moved, 0,
+        "objects moved between two volunteers as loaded as each other"
+    );
+    every_node_adds_once(&net, &objects).await;
 }

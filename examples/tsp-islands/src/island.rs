@@ -8,7 +8,8 @@
 //! another inside a call (which would deadlock two neighbours sending to each
 //! other).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,12 +59,37 @@ pub struct IslandInit {
     pub islands: u32,
 }
 
+/// The distance matrix of `instance`, one per process for all the islands
+/// that run it (pr2392's is 23 MB: sixteen copies on one volunteer would take
+/// 366 MB, and crowd each other out of the CPU's caches). Kept only while some
+/// island holds it.
+fn shared_matrix(instance: &Instance) -> Arc<DistMatrix> {
+    static MATRICES: Mutex<Option<HashMap<blake3::Hash, Weak<DistMatrix>>>> = Mutex::new(None);
+    let mut h = blake3::Hasher::new();
+    for (x, y) in &instance.coords {
+        h.update(&x.to_bits().to_le_bytes());
+        h.update(&y.to_bits().to_le_bytes());
+    }
+    let key = h.finalize();
+    let mut cache = MATRICES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(m) = cache.get(&key).and_then(Weak::upgrade) {
+        return m;
+    }
+    cache.retain(|_, m| m.strong_count() > 0);
+    let m = Arc::new(instance.distance_matrix());
+    cache.insert(key, Arc::downgrade(&m));
+    m
+}
+
 /// The island object; all of it is state that migrates and checkpoints.
 #[derive(Serialize, Deserialize)]
 pub struct TspIsland {
     instance: Instance,
     #[serde(skip)]
-    matrix: Option<DistMatrix>,
+    matrix: Option<Arc<DistMatrix>>,
     core: IslandCore,
     islands: u32,
     peers: Vec<IslandRef>,
@@ -78,7 +104,7 @@ impl g2::Object for TspIsland {
     type Ref = IslandRef;
 
     fn activate(init: IslandInit) -> Self {
-        let matrix = init.instance.distance_matrix();
+        let matrix = shared_matrix(&init.instance);
         let core = IslandCore::new(&matrix, init.params, init.seed, init.index);
         TspIsland {
             instance: init.instance,
@@ -123,7 +149,7 @@ impl TspIsland {
             }
             let matrix = self
                 .matrix
-                .get_or_insert_with(|| self.instance.distance_matrix());
+                .get_or_insert_with(|| shared_matrix(&self.instance));
             // many milliseconds of work: the volunteer keeps serving meanwhile
             let core = &mut self.core;
             g2::compute(|| core.run_epoch(matrix, &migrants));
@@ -267,6 +293,18 @@ mod tests {
             .returning(|_, _, _| Err(g2::CallError::ObjectNotFound(g2::ObjectId::from_u128(9))));
         isl.advance(&[other, me]).await;
         assert_eq!(isl.core.epochs_done(), 1);
+    }
+
+    #[test]
+    fn islands_of_one_instance_share_one_matrix_and_others_get_their_own() {
+        let (a, b) = (island(0, 2), island(1, 2));
+        let (ma, mb) = (a.matrix.as_ref().unwrap(), b.matrix.as_ref().unwrap());
+        assert!(Arc::ptr_eq(ma, mb));
+        let mut other = a.instance.clone();
+        other.coords[0].0 += 1.0;
+        let mc = shared_matrix(&other);
+        assert!(!Arc::ptr_eq(ma, &mc));
+        assert_eq!(*mc, other.distance_matrix());
     }
 
     #[test]

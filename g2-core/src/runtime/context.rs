@@ -50,6 +50,16 @@ pub fn current_object() -> Option<ObjectId> {
 /// ([`tokio::task::block_in_place`]); on a current-thread runtime it just runs
 /// `f`.
 ///
+/// At most as many computations run at once, in the whole process, as it may
+/// use CPUs ([`std::thread::available_parallelism`], which honours `taskset`
+/// and cgroup quotas); the others wait their turn, first come first served.
+/// Ten objects computing at once on one CPU would otherwise all finish late,
+/// each holding back whoever waits for its result, where one after the other
+/// the first finishes after a tenth of the time. `f` should only compute: a
+/// computation that waits for another to finish could wait for a turn that
+/// never comes. A computation started inside another runs in the outer one's
+/// turn.
+///
 /// ```
 /// # fn evolve(_: &mut Vec<u32>) {}
 /// # let mut population = vec![1u32];
@@ -61,7 +71,42 @@ pub fn current_object() -> Option<ObjectId> {
 /// ```
 pub fn compute<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| {
+            let _turn = CpuTurn::take();
+            f()
+        }),
         _ => f(),
+    }
+}
+
+/// One of the process's computation slots, held by this thread (`None`: the
+/// outer computation's).
+struct CpuTurn(Option<Option<tokio::sync::SemaphorePermit<'static>>>);
+
+thread_local! {
+    static HOLDS_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl CpuTurn {
+    fn take() -> CpuTurn {
+        static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+        if HOLDS_TURN.get() {
+            return CpuTurn(None);
+        }
+        let slots = SLOTS.get_or_init(|| {
+            tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        });
+        // (never closed; the semaphore is fair: first come, first served)
+        let permit = futures::executor::block_on(slots.acquire()).ok();
+        HOLDS_TURN.set(true);
+        CpuTurn(Some(permit))
+    }
+}
+
+impl Drop for CpuTurn {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            HOLDS_TURN.set(false);
+        }
     }
 }

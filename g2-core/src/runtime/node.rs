@@ -52,6 +52,8 @@ const SLOW_HANDLING: Duration = Duration::from_millis(500);
 const LOAD_EVERY: Duration = Duration::from_millis(500);
 /// A neighbour's load report older than this is not acted on.
 const LOAD_STALE: Duration = Duration::from_secs(3);
+/// How long a node waits for the loads it asked for before moving objects.
+const LOAD_ASK_WAIT: Duration = Duration::from_millis(250);
 /// How many of its nearest nodes a node balances its load with (its leaf set).
 const LEAF_SET: usize = 8;
 /// A running object is passed to a neighbour that runs at least this many
@@ -282,6 +284,9 @@ pub(crate) struct NodeInner {
     loads: Mutex<HashMap<NodeId, PeerLoad>>,
     /// Signalled when a neighbour that hosts reports its load.
     hosting_neighbour: Notify,
+    /// Waiting for a neighbour's next load report (asked for before moving
+    /// objects by figures that may be stale).
+    load_waiters: Mutex<HashMap<NodeId, Vec<oneshot::Sender<()>>>>,
     /// Drawn at start, told with each load report: neighbours learn that this
     /// node restarted even when it came back before they noticed it was gone.
     boot: u64,
@@ -356,6 +361,7 @@ impl Node {
             load_balancing: cfg.load_balancing,
             loads: Mutex::new(HashMap::new()),
             hosting_neighbour: Notify::new(),
+            load_waiters: Mutex::new(HashMap::new()),
             boot: rand_transfer_id(),
         });
         let node = Node { inner };
@@ -1116,7 +1122,16 @@ impl NodeInner {
                 // the root may place a new object on a less-loaded neighbour
                 // (paper §3.5); its placement record points there at once, so
                 // that calls routed here find it
-                let Some(to) = self.placement_target(req.target.key()) else {
+                // (by fresh figures: the neighbours' own loads may have grown
+                // since they last reported)
+                let to = match self.placement_target(req.target.key()) {
+                    Some(_) => {
+                        self.refresh_loads(&self.leaf_set()).await;
+                        self.placement_target(req.target.key())
+                    }
+                    None => None,
+                };
+                let Some(to) = to else {
                     let mut req = req;
                     req.via_record = true; // hosted here, decided
                     return Box::pin(self.deliver_local(req)).await;
@@ -2194,14 +2209,23 @@ impl NodeInner {
                 if report.hosting {
                     self.hosting_neighbour.notify_waiters();
                 }
+                for w in lock(&self.load_waiters)
+                    .remove(&incoming.from.id)
+                    .unwrap_or_default()
+                {
+                    let _ = w.send(());
+                }
                 let restarted = before.as_ref().is_some_and(|b| b.boot != report.boot);
-                if before.is_none() || restarted {
+                if before.is_none() || restarted || report.ask {
                     if restarted {
                         debug!(peer = %incoming.from, "a neighbour restarted");
                     }
-                    // a newcomer hears this node's load at once, and learns
-                    // where the objects it is (or may become) root of live
+                    // a newcomer hears this node's load at once (and so does a
+                    // neighbour about to move objects here or away)
                     self.send_control(incoming.from.clone(), Body::Load(self.load_report()));
+                }
+                if before.is_none() || restarted {
+                    // and learns where the objects it is (or may become) root of live
                     self.publish_placements_to(&incoming.from);
                 }
             }
@@ -2222,7 +2246,38 @@ impl NodeInner {
             objects: self.running(),
             hosting: self.host_objects,
             boot: self.boot,
+            ask: false,
         }
+    }
+
+    /// Asks these neighbours (those known to host) for their load now, and
+    /// waits for their answers, at most [`LOAD_ASK_WAIT`]: figures from the
+    /// last periodic reports may be half a second old, and two nodes moving
+    /// objects by each other's stale figures would swap them for nothing.
+    async fn refresh_loads(self: &Arc<Self>, peers: &[Peer]) {
+        let hosting: Vec<Peer> = {
+            let loads = lock(&self.loads);
+            peers
+                .iter()
+                .filter(|p| loads.get(&p.id).is_some_and(|l| l.hosting))
+                .cloned()
+                .collect()
+        };
+        if hosting.is_empty() {
+            return;
+        }
+        let ask = crate::wire::LoadReport {
+            ask: true,
+            ..self.load_report()
+        };
+        let mut answers = Vec::new();
+        for p in hosting {
+            let (tx, rx) = oneshot::channel();
+            lock(&self.load_waiters).entry(p.id).or_default().push(tx);
+            self.send_control(p, Body::Load(ask));
+            answers.push(rx);
+        }
+        let _ = tokio::time::timeout(LOAD_ASK_WAIT, futures::future::join_all(answers)).await;
     }
 
     fn knows_hosting_neighbour(&self) -> bool {
@@ -2311,6 +2366,32 @@ impl NodeInner {
             l.objects = l.objects.saturating_add(1);
         }
         Some(to)
+    }
+
+    /// Whether [`Self::balance`] would pass objects on by the figures at hand.
+    fn balance_needed(&self) -> bool {
+        if (self.host_objects && !self.load_balancing)
+            || self.stopped.load(Ordering::Acquire)
+            || self.leaving.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        let (movable, mine) = {
+            let objects = lock(&self.objects);
+            let running = objects.values().filter(|s| !s.migrating).count();
+            let movable = objects.values().any(|s| {
+                !s.migrating
+                    && (!self.host_objects || s.arrived.is_none_or(|t| t.elapsed() >= MIN_STAY))
+            });
+            (movable, u32::try_from(running).unwrap_or(u32::MAX))
+        };
+        if !movable {
+            return false;
+        }
+        let leaf = self.leaf_set();
+        let loads = lock(&self.loads);
+        self.least_loaded(&leaf, &loads, true)
+            .is_some_and(|(theirs, _)| !self.host_objects || mine >= theirs + IMBALANCE)
     }
 
     /// Passes running objects to leaf-set members that run at least
@@ -2489,6 +2570,10 @@ async fn load_loop(node: Weak<NodeInner>) {
             }
             if !inner.leaving.load(Ordering::Acquire) {
                 inner.report_load();
+                if inner.host_objects && inner.balance_needed() {
+                    // not by figures up to half a second old
+                    inner.refresh_loads(&inner.leaf_set()).await;
+                }
                 inner.balance();
             }
         }
