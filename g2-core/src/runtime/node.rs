@@ -48,6 +48,12 @@ const NOT_FOUND_GRACE: Duration = Duration::from_secs(15);
 /// Handling one frame or sending one overlay message for longer than this is
 /// logged: everything behind it waited.
 const SLOW_HANDLING: Duration = Duration::from_millis(500);
+/// An object with calls queued lets other tasks run after this many calls in a
+/// row: its replies, written to the transport as each call ends, go out while it
+/// works through the rest (without this they left in one burst at the end, and
+/// with client and volunteer on different CPUs each side waited for the other's
+/// whole burst).
+const YIELD_EVERY: usize = 16;
 /// How often a node tells its leaf set its load and balances against theirs.
 const LOAD_EVERY: Duration = Duration::from_millis(500);
 /// A neighbour's load report older than this is not acted on.
@@ -2732,6 +2738,7 @@ async fn run_object(
     {
         return;
     }
+    let mut served: usize = 0;
     while let Some(msg) = inbox.recv().await {
         let Some(inner) = node.upgrade() else { return };
         let inv = match msg {
@@ -2818,6 +2825,11 @@ async fn run_object(
             inner.reply(origin, *request_id, outcome).await;
         } else if let Err(e) = outcome {
             warn!(call = %call.call_id, method = %call.method, "one-way call failed: {e}");
+        }
+        drop(inner);
+        served += 1;
+        if served.is_multiple_of(YIELD_EVERY) && !inbox.is_empty() {
+            tokio::task::yield_now().await;
         }
     }
 }
