@@ -374,9 +374,9 @@ async fn run_network(
             .map_err(|e| format!("start on {isl}: {e}"))?;
     }
     // watch progress; the result does not depend on when we look. Each look
-    // costs the volunteers and this node CPU (16 islands every 50 ms took 6%
-    // of a CPU), so look about four times in the time the run still needs at
-    // its pace so far, at most every 2 ms and at least every 500 ms.
+    // is a call to every island, served between its epochs on the volunteers'
+    // CPUs, so look about four times in the time the run still needs at its
+    // pace so far, at most every 2 ms and at least every 500 ms.
     let watching = Instant::now();
     loop {
         let statuses = futures::future::try_join_all(islands.iter().map(status_of))
