@@ -9,7 +9,7 @@
 //! other).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +64,8 @@ pub struct IslandInit {
 /// 366 MB, and crowd each other out of the CPU's caches). Kept only while some
 /// island holds it.
 fn shared_matrix(instance: &Instance) -> Arc<DistMatrix> {
-    static MATRICES: Mutex<Option<HashMap<blake3::Hash, Weak<DistMatrix>>>> = Mutex::new(None);
+    static MATRICES: LazyLock<Mutex<HashMap<blake3::Hash, Weak<DistMatrix>>>> =
+        LazyLock::new(Mutex::default);
     let mut h = blake3::Hasher::new();
     for (x, y) in &instance.coords {
         h.update(&x.to_bits().to_le_bytes());
@@ -74,7 +75,6 @@ fn shared_matrix(instance: &Instance) -> Arc<DistMatrix> {
     let mut cache = MATRICES
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let cache = cache.get_or_insert_with(HashMap::new);
     if let Some(m) = cache.get(&key).and_then(Weak::upgrade) {
         return m;
     }

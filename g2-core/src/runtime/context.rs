@@ -72,16 +72,18 @@ pub fn current_object() -> Option<ObjectId> {
 pub fn compute<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| {
-            let _turn = CpuTurn::take();
+            // (a computation inside another runs in the outer one's turn)
+            let _turn = (!HOLDS_TURN.get()).then(CpuTurn::take);
             f()
         }),
         _ => f(),
     }
 }
 
-/// One of the process's computation slots, held by this thread (`None`: the
-/// outer computation's).
-struct CpuTurn(Option<Option<tokio::sync::SemaphorePermit<'static>>>);
+/// One of the process's computation slots, held by this thread.
+struct CpuTurn {
+    _permit: Option<tokio::sync::SemaphorePermit<'static>>,
+}
 
 thread_local! {
     static HOLDS_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -90,23 +92,18 @@ thread_local! {
 impl CpuTurn {
     fn take() -> CpuTurn {
         static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-        if HOLDS_TURN.get() {
-            return CpuTurn(None);
-        }
         let slots = SLOTS.get_or_init(|| {
             tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
         });
         // (never closed; the semaphore is fair: first come, first served)
         let permit = futures::executor::block_on(slots.acquire()).ok();
         HOLDS_TURN.set(true);
-        CpuTurn(Some(permit))
+        CpuTurn { _permit: permit }
     }
 }
 
 impl Drop for CpuTurn {
     fn drop(&mut self) {
-        if self.0.is_some() {
-            HOLDS_TURN.set(false);
-        }
+        HOLDS_TURN.set(false);
     }
 }

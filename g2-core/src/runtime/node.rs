@@ -1142,6 +1142,10 @@ impl NodeInner {
                     req.via_record = true; // hosted here, decided
                     return Box::pin(self.deliver_local(req)).await;
                 };
+                // counted there until it next reports
+                if let Some(l) = lock(&self.loads).get_mut(&to.id) {
+                    l.objects = l.objects.saturating_add(1);
+                }
                 let RequestKind::Create { policy, .. } = &req.kind else {
                     unreachable!()
                 };
@@ -2340,7 +2344,7 @@ impl NodeInner {
         }
         let mine = self.running();
         let leaf = self.leaf_set();
-        let mut loads = lock(&self.loads);
+        let loads = lock(&self.loads);
         let (least, _) = self.least_loaded(&leaf, &loads, false)?;
         if self.host_objects && mine < least + IMBALANCE {
             return None;
@@ -2368,32 +2372,38 @@ impl NodeInner {
             })
             .min_by_key(|p| (key.distance(p.id.key()), p.id))?
             .clone();
-        if let Some(l) = loads.get_mut(&to.id) {
-            l.objects = l.objects.saturating_add(1);
-        }
         Some(to)
     }
 
-    /// Whether [`Self::balance`] would pass objects on by the figures at hand.
-    fn balance_needed(&self) -> bool {
+    /// The objects load balancing may move now (with whether each was placed
+    /// here), and how many run here; `None` when it moves nothing.
+    fn movable(&self) -> Option<(Vec<(ObjectId, bool)>, u32)> {
         if (self.host_objects && !self.load_balancing)
             || self.stopped.load(Ordering::Acquire)
             || self.leaving.load(Ordering::Acquire)
         {
-            return false;
+            return None;
         }
-        let (movable, mine) = {
-            let objects = lock(&self.objects);
-            let running = objects.values().filter(|s| !s.migrating).count();
-            let movable = objects.values().any(|s| {
+        // an object that has just arrived stays a while (the loads that sent
+        // it here may have been stale); on a node that does not host, none stays
+        let objects = lock(&self.objects);
+        let running = objects.values().filter(|s| !s.migrating).count();
+        let movable: Vec<(ObjectId, bool)> = objects
+            .iter()
+            .filter(|(_, s)| {
                 !s.migrating
                     && (!self.host_objects || s.arrived.is_none_or(|t| t.elapsed() >= MIN_STAY))
-            });
-            (movable, u32::try_from(running).unwrap_or(u32::MAX))
-        };
-        if !movable {
+            })
+            .map(|(id, s)| (*id, s.placed))
+            .collect();
+        (!movable.is_empty()).then(|| (movable, u32::try_from(running).unwrap_or(u32::MAX)))
+    }
+
+    /// Whether [`Self::balance`] would pass objects on by the figures at hand.
+    fn balance_needed(&self) -> bool {
+        let Some((_, mine)) = self.movable() else {
             return false;
-        }
+        };
         let leaf = self.leaf_set();
         let loads = lock(&self.loads);
         self.least_loaded(&leaf, &loads, true)
@@ -2403,30 +2413,9 @@ impl NodeInner {
     /// Passes running objects to leaf-set members that run at least
     /// [`IMBALANCE`] fewer (all of them, on a node that does not host).
     fn balance(self: &Arc<Self>) {
-        if (self.host_objects && !self.load_balancing)
-            || self.stopped.load(Ordering::Acquire)
-            || self.leaving.load(Ordering::Acquire)
-        {
+        let Some((mut hosted, mut mine)) = self.movable() else {
             return;
-        }
-        // an object that has just arrived stays a while (the loads that sent
-        // it here may have been stale); on a node that does not host, none stays
-        let (mut hosted, mut mine) = {
-            let objects = lock(&self.objects);
-            let running = objects.values().filter(|s| !s.migrating).count();
-            let movable: Vec<(ObjectId, bool)> = objects
-                .iter()
-                .filter(|(_, s)| {
-                    !s.migrating
-                        && (!self.host_objects || s.arrived.is_none_or(|t| t.elapsed() >= MIN_STAY))
-                })
-                .map(|(id, s)| (*id, s.placed))
-                .collect();
-            (movable, u32::try_from(running).unwrap_or(u32::MAX))
         };
-        if hosted.is_empty() {
-            return;
-        }
         hosted.sort();
         let leaf = self.leaf_set();
         let mut moves = Vec::new();

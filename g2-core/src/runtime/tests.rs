@@ -426,39 +426,50 @@ async fn compute_runs_inline_on_a_current_thread_runtime() {
     assert_eq!(crate::compute(|| 6 * 7), 42);
 }
 
+/// Runs `work(i)` inside [`crate::compute`] on `tasks` tasks of a
+/// multi-threaded runtime at once; `None` if they had not all finished after
+/// 10 s (the runtime is then dropped without waiting for them).
+fn computations<T: Send + 'static>(
+    tasks: usize,
+    work: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Option<Vec<T>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(tasks)
+        .enable_all()
+        .build()
+        .unwrap();
+    let work = Arc::new(work);
+    let done = rt.block_on(async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|i| {
+                let work = work.clone();
+                tokio::spawn(async move { crate::compute(|| work(i)) })
+            })
+            .collect();
+        tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(handles)).await
+    });
+    rt.shutdown_timeout(Duration::from_millis(100));
+    done.ok()
+        .map(|results| results.into_iter().map(|r| r.unwrap()).collect())
+}
+
 #[test]
 fn no_more_computations_run_at_once_than_the_process_has_cpus() {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cpus + 2)
-        .enable_all()
-        .build()
-        .unwrap();
     let running = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
-    let finished = rt.block_on(async {
-        let tasks: Vec<_> = (0..cpus + 2)
-            .map(|_| {
-                let (running, most) = (running.clone(), most.clone());
-                tokio::spawn(async move {
-                    crate::compute(|| {
-                        let now = running.fetch_add(1, SeqCst) + 1;
-                        most.fetch_max(now, SeqCst);
-                        std::thread::sleep(std::time::Duration::from_millis(30));
-                        running.fetch_sub(1, SeqCst);
-                    });
-                })
-            })
-            .collect();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            futures::future::join_all(tasks),
-        )
-        .await
+    let (r, m) = (running.clone(), most.clone());
+    let finished = computations(cpus + 2, move |_| {
+        let now = r.fetch_add(1, SeqCst) + 1;
+        m.fetch_max(now, SeqCst);
+        std::thread::sleep(Duration::from_millis(30));
+        r.fetch_sub(1, SeqCst);
     });
-    rt.shutdown_timeout(std::time::Duration::from_millis(100));
-    assert!(finished.is_ok(), "computations waited over 10 s for a turn");
+    assert!(
+        finished.is_some(),
+        "computations waited over 10 s for a turn"
+    );
     // every one ran, never more than one per CPU at a time (other tests in
     // this process may hold turns too, so fewer is possible)
     assert_eq!(running.load(SeqCst), 0);
@@ -472,36 +483,12 @@ fn no_more_computations_run_at_once_than_the_process_has_cpus() {
 #[test]
 fn a_computation_inside_a_computation_runs_in_the_outer_ones_turn() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cpus + 1)
-        .enable_all()
-        .build()
-        .unwrap();
     // as many outer computations as there are turns, each starting an inner one:
     // were the inner ones to wait for a turn of their own, none would come
-    let done = rt.block_on(async {
-        let tasks: Vec<_> = (0..cpus as u64)
-            .map(|i| {
-                tokio::spawn(async move {
-                    crate::compute(|| {
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                        crate::compute(|| i * 2)
-                    })
-                })
-            })
-            .collect();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            futures::future::join_all(tasks),
-        )
-        .await
-    });
-    // (not waiting for computations that may never finish)
-    rt.shutdown_timeout(std::time::Duration::from_millis(100));
-    let results: Vec<u64> = done
-        .expect("nested computations finished")
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
-    assert_eq!(results, (0..cpus as u64).map(|i| i * 2).collect::<Vec<_>>());
+    let results = computations(cpus, |i| {
+        std::thread::sleep(Duration::from_millis(20));
+        crate::compute(|| i * 2)
+    })
+    .expect("nested computations finished");
+    assert_eq!(results, (0..cpus).map(|i| i * 2).collect::<Vec<_>>());
 }
