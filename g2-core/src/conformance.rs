@@ -27,6 +27,7 @@
 //!     .unwrap_or_else(|e| panic!("{e}"));
 //! ```
 
+use crate::rng::splitmix64 as splitmix;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
@@ -267,14 +268,6 @@ pub struct Harness<'a> {
     /// Overlay messages delivered.
     pub messages: u64,
     violation: Option<Violation>,
-}
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// After this many `handle_timeout` calls at one deadline, the timer is stuck.

@@ -35,8 +35,11 @@ pub mod conformance;
 pub mod fault;
 mod id;
 pub mod overlay;
+pub mod rng;
 mod runtime;
 pub mod store;
+#[doc(hidden)]
+pub mod sync;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod transport;

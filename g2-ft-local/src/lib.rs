@@ -27,7 +27,9 @@
 //! across concurrent writers: survives power loss).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use g2_core::sync::lock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -148,10 +150,6 @@ struct ObjState {
     /// make again, by sequence number. Read once at recovery, so that an outgoing
     /// call never costs a store read.
     replay_outgoing: HashMap<u64, OutcomeRec>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 // ---- records -------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! Small Pastry networks driven deterministically: a virtual clock, a message
 //! queue with per-link latency, silent failures and graceful leaves.
 
+use g2_core::rng::splitmix64 as splitmix;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
@@ -10,14 +11,6 @@ use g2_core::{Key, NodeAddr, NodeId, Peer};
 use proptest::prelude::*;
 
 use crate::{PastryConfig, PastryNode};
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 fn test_config() -> PastryConfig {
     PastryConfig {

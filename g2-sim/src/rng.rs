@@ -1,18 +1,12 @@
 //! [`SimRng`]: the simulator's own seeded random number generator
 //! (xoshiro256** seeded through splitmix64), so results depend on `--seed` only.
 
+use g2_core::rng::splitmix64 as splitmix;
+
 /// A small, fast, seeded PRNG (xoshiro256**).
 #[derive(Clone, Debug)]
 pub struct SimRng {
     s: [u64; 4],
-}
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 impl SimRng {

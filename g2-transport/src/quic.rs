@@ -23,7 +23,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use g2_core::sync::lock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -424,11 +426,6 @@ pub type StatusProvider = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 #[derive(Clone)]
 pub struct QuicTransport {
     inner: Arc<Inner>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // short critical sections that leave the maps consistent
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn peer_id(conn: &quinn::Connection) -> Result<NodeId, String> {

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::sync::lock;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -303,12 +305,6 @@ pub(crate) struct NodeInner {
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<NodeInner>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // every critical section here leaves the data consistent before it can panic,
-    // so a poisoned lock is still safe to use
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for NodeInner {
