@@ -56,9 +56,9 @@ pub use runtime::builder::{
 pub use runtime::context::{compute, current_object};
 pub use runtime::error::{BuildError, CallError};
 pub use runtime::node::{LeaveError, Node, NodeStats, NodeStatus};
-#[doc(hidden)]
-pub use runtime::node::{decode_args, encode_result};
 pub use runtime::object::{Dispatch, DispatchFuture, Object, ObjectHandle, RemoteRef};
+#[doc(hidden)]
+pub use runtime::object::{decode_args, encode_result};
 pub use store::{MemStore, Store};
 pub use transport::Transport;
 pub use uri::{ObjectUri, SCHEME, UriError, validate_network_name};

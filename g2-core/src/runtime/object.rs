@@ -15,7 +15,7 @@ use crate::runtime::context;
 use crate::runtime::error::CallError;
 use crate::runtime::node::Node;
 use crate::uri::ObjectUri;
-use crate::wire::RemoteError;
+use crate::wire::{RemoteError, from_cbor, to_cbor};
 
 /// A distributed object: serialisable state that the runtime hosts, migrates and
 /// checkpoints. Randomness belongs in the state (a seeded RNG), never in globals.
@@ -250,4 +250,26 @@ impl TypeEntry {
             restore: restore::<T>,
         }
     }
+}
+
+/// Decodes a result produced by [`to_cbor`]; used by generated dispatchers.
+#[doc(hidden)]
+pub fn decode_args<A: serde::de::DeserializeOwned>(
+    type_name: &str,
+    method: &str,
+    args: &[u8],
+) -> Result<A, RemoteError> {
+    from_cbor(args).map_err(|reason| RemoteError::Decode {
+        what: format!("arguments of {type_name}.{method}"),
+        reason,
+    })
+}
+
+/// Encodes a method's result; used by generated dispatchers.
+#[doc(hidden)]
+pub fn encode_result<R: serde::Serialize>(method: &str, r: &R) -> Result<Vec<u8>, RemoteError> {
+    to_cbor(r).map_err(|reason| RemoteError::Decode {
+        what: format!("result of {method}"),
+        reason,
+    })
 }
