@@ -95,7 +95,7 @@ async fn bare_echo(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
             return;
         }
         let n = u32::from_be_bytes(len) as usize;
-        if n > g2::wire::MAX_FRAME {
+        if n > g2_core::wire::MAX_FRAME {
             return;
         }
         buf.resize(n, 0);
