@@ -57,7 +57,7 @@ pub use g2_core::{
     MemStore, NoNetwork, NoOverlay, NoTransport, Node, NodeAddr, NodeBuilder, NodeId, NodeStats,
     NodeStatus, Object, ObjectHandle, ObjectId, ObjectUri, Overlay, OverlayFactory, Peer,
     RemoteError, RemoteRef, Store, Transport, UriError, WithNetwork, WithOverlay, WithTransport,
-    compute, current_object, fault, overlay, store, transport, validate_network_name, wire,
+    compute, current_object, validate_network_name,
 };
 #[doc(hidden)]
 pub use g2_core::{decode_args, encode_result};

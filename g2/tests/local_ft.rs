@@ -15,9 +15,9 @@ use common::{Routing, chord_for_tests, pastry_for_tests};
 use g2::local::{LocalConfig, LocalPolicy};
 use g2::mem::MemNetwork;
 use g2::prelude::*;
-use g2::store::{Space, Store, StoreExt};
 use g2::testing::Directory;
 use g2::{MemStore, NodeId, Peer};
+use g2_core::store::{Space, Store, StoreExt};
 use serde::{Deserialize, Serialize};
 
 #[g2::remote]
@@ -146,18 +146,20 @@ struct Disk {
 type Hook = Arc<std::sync::Mutex<Option<(ObjectId, Box<dyn FnOnce() + Send>)>>>;
 
 impl Store for Disk {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, g2::store::StoreError> {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, g2_core::store::StoreError> {
         self.inner.get(space, key)
     }
-    fn write(&self, batch: g2::store::WriteBatch) -> Result<(), g2::store::StoreError> {
+    fn write(&self, batch: g2_core::store::WriteBatch) -> Result<(), g2_core::store::StoreError> {
         if !self.alive.load(Ordering::Acquire) {
-            return Err(g2::store::StoreError::Backend("the process is dead".into()));
+            return Err(g2_core::store::StoreError::Backend(
+                "the process is dead".into(),
+            ));
         }
         let departed = |object: ObjectId| {
             batch.ops.iter().any(|op| {
                 matches!(
                     op,
-                    g2::store::BatchOp::Delete {
+                    g2_core::store::BatchOp::Delete {
                         space: Space::Checkpoints,
                         key,
                     } if key[..] == object.as_u128().to_be_bytes()
@@ -180,12 +182,14 @@ impl Store for Disk {
         if let Some(die) = hook {
             self.alive.store(false, Ordering::Release);
             die();
-            return Err(g2::store::StoreError::Backend("the process is dead".into()));
+            return Err(g2_core::store::StoreError::Backend(
+                "the process is dead".into(),
+            ));
         }
         let checkpoint = batch.ops.iter().any(|op| {
             matches!(
                 op,
-                g2::store::BatchOp::Put {
+                g2_core::store::BatchOp::Put {
                     space: Space::Checkpoints,
                     ..
                 }
@@ -209,7 +213,7 @@ impl Store for Disk {
         &self,
         space: Space,
         prefix: &[u8],
-    ) -> Result<g2::store::Pairs, g2::store::StoreError> {
+    ) -> Result<g2_core::store::Pairs, g2_core::store::StoreError> {
         self.inner.scan_prefix(space, prefix)
     }
 }

@@ -210,25 +210,27 @@ impl g2::Transport for LateReplies {
         &self,
         to: &g2::Peer,
         frame: Vec<u8>,
-    ) -> Result<(), g2::transport::TransportError> {
+    ) -> Result<(), g2_core::transport::TransportError> {
         let held = self.hold.load(std::sync::atomic::Ordering::SeqCst)
             && to.id == self.to
             && matches!(
-                g2::wire::Frame::decode(&frame).map(|f| f.body),
-                Ok(g2::wire::Body::Reply(_))
+                g2_core::wire::Frame::decode(&frame).map(|f| f.body),
+                Ok(g2_core::wire::Body::Reply(_))
             );
         if held {
             return Ok(());
         }
         self.inner.send(to, frame).await
     }
-    async fn recv(&self) -> Result<g2::transport::Incoming, g2::transport::TransportError> {
+    async fn recv(
+        &self,
+    ) -> Result<g2_core::transport::Incoming, g2_core::transport::TransportError> {
         self.inner.recv().await
     }
     async fn identify(
         &self,
         addr: &g2::NodeAddr,
-    ) -> Result<g2::Peer, g2::transport::TransportError> {
+    ) -> Result<g2::Peer, g2_core::transport::TransportError> {
         self.inner.identify(addr).await
     }
     fn disconnect(&self, peer: g2::NodeId, reason: &str) {

@@ -145,8 +145,8 @@ async fn objects_call_each_other_through_references_passed_as_arguments(routing:
     assert_eq!(b.get().await.unwrap(), 11);
     // references print as URIs and survive a round trip through the wire format
     assert_eq!(a.to_string(), format!("g2p2p://{NET}/{}", a.id()));
-    let bytes = g2::wire::to_cbor(&a).unwrap();
-    let back: CellRef = g2::wire::from_cbor(&bytes).unwrap();
+    let bytes = g2_core::wire::to_cbor(&a).unwrap();
+    let back: CellRef = g2_core::wire::from_cbor(&bytes).unwrap();
     assert_eq!(back, a);
     // an object knows who it is while it runs
     assert_eq!(a.whoami().await.unwrap(), Some(a.id()));
@@ -227,7 +227,7 @@ async fn unknown_objects_types_and_methods_get_clear_errors(routing: Routing) {
         .call_raw(
             c.id(),
             "add",
-            g2::wire::to_cbor(&("text",)).unwrap(),
+            g2_core::wire::to_cbor(&("text",)).unwrap(),
             false,
             None,
         )

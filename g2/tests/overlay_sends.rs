@@ -10,8 +10,8 @@ mod common;
 
 use async_trait::async_trait;
 use g2::mem::{MemNetwork, MemTransport};
-use g2::transport::{Incoming, TransportError};
 use g2::{Node, NodeAddr, NodeId, Peer, Transport};
+use g2_core::transport::{Incoming, TransportError};
 
 /// The in-process transport, except that sends to `stalled` never complete.
 struct Stalling {

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use g2::Transport;
 use g2::prelude::*;
 use g2::quic::{NodeKey, QuicConfig, QuicTransport};
 use g2::testing::Directory;
-use g2::transport::Transport;
 use serde::{Deserialize, Serialize};
 
 #[g2::remote]

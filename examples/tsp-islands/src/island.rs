@@ -310,8 +310,8 @@ mod tests {
     #[test]
     fn island_state_round_trips_through_cbor() {
         let isl = island(2, 4);
-        let bytes = g2::wire::to_cbor(&isl).unwrap();
-        let back: TspIsland = g2::wire::from_cbor(&bytes).unwrap();
+        let bytes = g2_core::wire::to_cbor(&isl).unwrap();
+        let back: TspIsland = g2_core::wire::from_cbor(&bytes).unwrap();
         assert_eq!(back.core, isl.core);
         assert!(back.matrix.is_none(), "the matrix is rebuilt, not shipped");
     }
