@@ -256,6 +256,7 @@ const GA: &[&str] = &[
 
 /// As [`GA`], longer: every call is logged, and the three crashes below take
 /// up to 12 s.
+#[cfg(feature = "rocksdb")]
 const LOCAL_GA: &[&str] = &[
     "--instance",
     "ch150",
