@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{trace, warn};
+use tracing::{debug, trace, warn};
 
 use crate::fault::{Admission, FaultPolicy, IncomingCall};
 use crate::id::{ObjectId, Peer};
@@ -187,10 +187,12 @@ impl NodeInner {
         let oneway = call.oneway;
         let arrival = lock(&self.catalog)
             .slot(&target)
-            .and_then(|slot| slot.arrival.clone());
+            .and_then(|slot| Some((slot.arrival.clone()?, slot.epoch)));
+        // set when the object moved on while its policy looked at the call
+        let mut moved_meanwhile = false;
         // under a policy: log the arrival, then queue, as one step
         let _turn = match &arrival {
-            Some((policy, order)) => {
+            Some(((policy, order), epoch)) => {
                 let turn = order.clone().lock_owned().await;
                 match policy.on_arrival(target, &call).await {
                     Ok(Admission::Run) => Some(turn),
@@ -204,6 +206,13 @@ impl NodeInner {
                             self.reply(&origin, request_id, Ok(Vec::new())).await;
                         }
                         return;
+                    }
+                    Err(e) if !lock(&self.catalog).holds(&target, *epoch) => {
+                        // its records here went with its departure: the new
+                        // host's policy looks at the call instead
+                        debug!(object = %target, call = %call.call_id, "object moved on while its policy looked at an arriving call ({e}); following it");
+                        moved_meanwhile = true;
+                        None
                     }
                     Err(e) => {
                         warn!(object = %target, call = %call.call_id, "fault policy could not log an arriving call: {e}");
@@ -225,6 +234,7 @@ impl NodeInner {
         };
         // the call back if it could not be queued
         let sent: Result<(), Option<IncomingCall>> = match lock(&self.catalog).slot(&target) {
+            _ if moved_meanwhile => Err(Some(inv.call)),
             Some(slot) => slot.inbox.send(InboxMsg::Call(inv)).map_err(|e| match e.0 {
                 InboxMsg::Call(inv) => Some(inv.call),
                 InboxMsg::Migrate { .. } => None,
@@ -238,7 +248,10 @@ impl NodeInner {
                 self.reply(&origin, request_id, Ok(Vec::new())).await;
             }
             Ok(()) => {}
-            Err(Some(call)) if lock(&self.catalog).has_forwarding(&target) => {
+            Err(Some(call))
+                if lock(&self.catalog).has_forwarding(&target)
+                    || (moved_meanwhile && lock(&self.catalog).is_hosted(&target)) =>
+            {
                 // it moved on while this request was on its way in: follow it
                 let req = Request {
                     id: request_id,

@@ -298,6 +298,9 @@ impl NodeInner {
                 .await
             {
                 Ok(_) => {
+                    // (until the policy dropped this stay's records: a copy coming
+                    // back meanwhile waits, see `Transitions`)
+                    let _transition = self.transition(id).await;
                     // The forwarding address is in place before the slot goes, as
                     // one step: a request handled meanwhile (frames from other
                     // peers are handled concurrently) finds one or the other.
@@ -372,6 +375,7 @@ impl NodeInner {
                 None => seen.set(key, TransferState::Installing),
             }
         }
+        let _transition = self.transition(id).await;
         let outcome =
             if self.leaving.load(Ordering::Acquire) || self.stopped.load(Ordering::Acquire) {
                 Err(RemoteError::NoRoute {
@@ -394,6 +398,12 @@ impl NodeInner {
             Err(_) => seen.forget(&key),
         }
         Some(outcome)
+    }
+
+    /// Takes the lock of `id`'s transitions on this node (see [`Transitions`]).
+    async fn transition(&self, id: ObjectId) -> tokio::sync::OwnedMutexGuard<()> {
+        let handle = lock(&self.transitions).handle(id);
+        handle.lock_owned().await
     }
 
     /// Hands a call that queued during a migration to the object's new host; the
@@ -476,6 +486,28 @@ impl NodeInner {
             }
             .instrument(info_span!("node", id = %self.me.id)),
         );
+    }
+}
+
+/// One async lock per object whose hosting changes on this node, held by an
+/// install from its start until the copy runs, and by a confirmed departure
+/// from the confirmation until its policy dropped the records of the stay. An
+/// object can come back (A → B → C → A) before A heard B's confirmation: were
+/// the two to interleave, the departure would drop the records the new stay
+/// had just stored (its checkpoint, and the results that answer a call sent
+/// again), and such a call would run twice. With the lock, either the new copy
+/// is in place first, and the departure sees it and gives way to it, or the
+/// departure finishes first, and the install starts from a clean slate.
+#[derive(Default)]
+pub(super) struct Transitions {
+    locks: HashMap<ObjectId, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Transitions {
+    fn handle(&mut self, id: ObjectId) -> Arc<tokio::sync::Mutex<()>> {
+        // (locks nobody holds or waits for go)
+        self.locks.retain(|_, l| Arc::strong_count(l) > 1);
+        self.locks.entry(id).or_default().clone()
     }
 }
 

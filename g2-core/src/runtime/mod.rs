@@ -11,7 +11,7 @@
 //! | `routing.rs` | the next step of a request (`next_step`, pure) and its async shell | none (asks the others through `RouteView`) |
 //! | `catalog.rs` | hosted objects, forwarding addresses, lost objects; activation | `catalog` |
 //! | `actor.rs` | the per-object actor; queueing an arriving call | each actor's own inbox and object |
-//! | `migration.rs` | freeze, transfer, install once, thaw; `MigrateError` | `transfers_in` |
+//! | `migration.rs` | freeze, transfer, install once, thaw; `MigrateError` | `transfers_in`, `transitions` |
 //! | `placement.rs` | placement records, failed peers, moves to roots | `placements` |
 //! | `balance.rs` | the [`Balancer`](balance::Balancer) (pure decisions) and load reports | `balancer`, `hosting_neighbour` |
 //! | `recovery.rs` | hosting again what a policy kept, at start | none |
@@ -20,7 +20,9 @@
 //! Locks are `std::sync::Mutex`es taken through [`crate::sync::lock`] for short
 //! critical sections, never held across an `.await`, and never two at once, with
 //! one exception: the idle control sender holds `control_out` while it checks its
-//! queue. Decisions read the clock only through [`now`] (tokio's clock, so that
+//! queue. The per-object transition locks (`migration::Transitions`) are async
+//! locks held across the awaits of an install or of a departure's last steps;
+//! no other lock is held while one is awaited. Decisions read the clock only through [`now`] (tokio's clock, so that
 //! tests on a paused clock move the overlays' timers too), and the pure decision
 //! functions (`routing::next_step`, the `Balancer`, `Catalog`, `Placements`)
 //! take the time as an argument.

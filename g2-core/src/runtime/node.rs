@@ -20,7 +20,7 @@ use crate::runtime::calls::Calls;
 use crate::runtime::catalog::Catalog;
 use crate::runtime::driver::{self, ControlQueues};
 use crate::runtime::error::CallError;
-use crate::runtime::migration::{MigrateError, RecentTransfers};
+use crate::runtime::migration::{MigrateError, RecentTransfers, Transitions};
 use crate::runtime::object::{Object, ObjectHandle, RemoteRef, TypeEntry};
 use crate::runtime::placement::Placements;
 use crate::runtime::{now, random_u64};
@@ -153,6 +153,8 @@ pub(crate) struct NodeInner {
     pub(super) catalog: Mutex<Catalog>,
     /// Transfers received lately (migration.rs).
     pub(super) transfers_in: Mutex<RecentTransfers>,
+    /// One lock per object in transition (migration.rs).
+    pub(super) transitions: Mutex<Transitions>,
     /// Placement records and failed peers (placement.rs).
     pub(super) placements: Mutex<Placements>,
     /// The neighbours' loads (balance.rs).
@@ -213,6 +215,7 @@ impl Node {
             calls: Calls::new(),
             catalog: Mutex::new(Catalog::default()),
             transfers_in: Mutex::new(RecentTransfers::default()),
+            transitions: Mutex::new(Transitions::default()),
             placements: Mutex::new(Placements::default()),
             balancer: Mutex::new(Balancer::new(cfg.host_objects, cfg.load_balancing)),
             hosting_neighbour: Notify::new(),
