@@ -97,11 +97,8 @@ pub mod quic {
     pub use g2_transport::quic::*;
 }
 
-/// Test support: a full-membership overlay (not a product overlay).
 #[cfg(feature = "test-support")]
-pub mod testing {
-    pub use g2_core::testing::*;
-}
+pub mod testing;
 
 /// The names most applications need.
 pub mod prelude {

@@ -60,7 +60,7 @@ fn neighbour_ids(n: &Node) -> Vec<NodeId> {
     n.status().neighbours.iter().map(|p| p.id).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_destination_that_never_takes_a_message_holds_up_no_other() {
     let net = MemNetwork::new();
     let stalled = Arc::new(Mutex::new(None));

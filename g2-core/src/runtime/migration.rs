@@ -375,7 +375,15 @@ impl NodeInner {
                 None => seen.set(key, TransferState::Installing),
             }
         }
-        let _transition = self.transition(id).await;
+        // (bounded: a departure's last steps only forward the calls that queued)
+        let Ok(_transition) = tokio::time::timeout(self.call_timeout, self.transition(id)).await
+        else {
+            lock(&self.transfers_in).forget(&key);
+            return Some(Err(RemoteError::NoRoute {
+                target: id,
+                reason: format!("node {} is still moving it out", self.me.id),
+            }));
+        };
         let outcome =
             if self.leaving.load(Ordering::Acquire) || self.stopped.load(Ordering::Acquire) {
                 Err(RemoteError::NoRoute {

@@ -382,6 +382,8 @@ impl Node {
 
     /// The hosted objects frozen for a transfer to another node: they run no
     /// call (calls queue) until the new host confirms, then they are gone.
+    /// (For tests: feature `test-support`.)
+    #[cfg(any(test, feature = "test-support"))]
     pub fn moving_out(&self) -> Vec<ObjectId> {
         let mut v: Vec<_> = lock(&self.inner.catalog)
             .slots()

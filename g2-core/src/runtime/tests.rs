@@ -114,7 +114,7 @@ fn echo_args(s: &str) -> Vec<u8> {
     to_cbor(&(s,)).unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_call_for_a_remote_key_goes_to_the_overlays_next_hop() {
     // given an overlay that sends every key to peer 7
     let me = peer(1);
@@ -159,7 +159,7 @@ async fn a_call_for_a_remote_key_goes_to_the_overlays_next_hop() {
     node.shutdown();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_unreachable_next_hop_is_reported_to_the_overlay_and_the_caller() {
     // given a next hop whose transport always fails
     let me = peer(1);
@@ -210,7 +210,7 @@ async fn an_unreachable_next_hop_is_reported_to_the_overlay_and_the_caller() {
     node.shutdown();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_fault_policy_sees_each_call_and_can_answer_from_its_cache() {
     // given a node that is root of every key, with a policy that runs the first
     // call, asks for a checkpoint after it, and answers the second from a cache
@@ -282,7 +282,7 @@ async fn the_fault_policy_sees_each_call_and_can_answer_from_its_cache() {
     node.shutdown();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn under_policy_none_the_store_is_never_touched() {
     // given a store that fails the test on any use
     let store = MockStore::new();
@@ -309,7 +309,7 @@ async fn under_policy_none_the_store_is_never_touched() {
     node.shutdown();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn garbage_from_a_peer_is_dropped_and_the_node_keeps_serving() {
     // given a peer that sends garbage, then a valid activation request
     let me = peer(1);
@@ -421,7 +421,7 @@ fn a_long_computation_in_compute_leaves_the_worker_free_for_other_tasks() {
     assert!(saw_other_task, "another task ran while the computation did");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn compute_runs_inline_on_a_current_thread_runtime() {
     assert_eq!(crate::compute(|| 6 * 7), 42);
 }
