@@ -45,6 +45,7 @@ pub mod testing;
 pub mod transport;
 mod uri;
 pub mod wire;
+pub mod worker;
 
 pub use fault::FaultPolicy;
 pub use id::{CallId, Key, NodeAddr, NodeId, ObjectId, Peer};
@@ -56,7 +57,10 @@ pub use runtime::builder::{
 pub use runtime::context::{compute, current_object};
 pub use runtime::error::{BuildError, CallError};
 pub use runtime::node::{LeaveError, Node, NodeStats, NodeStatus};
-pub use runtime::object::{Dispatch, DispatchFuture, Object, ObjectHandle, RemoteRef};
+pub use runtime::object::{
+    Dispatch, DispatchFuture, DynamicType, Hosted, Object, ObjectHandle, RemoteRef, SnapshotFuture,
+    TypeProvider,
+};
 #[doc(hidden)]
 pub use runtime::object::{decode_args, encode_result};
 pub use store::{MemStore, Store};

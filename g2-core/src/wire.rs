@@ -195,6 +195,23 @@ pub enum RemoteError {
         /// The node that refused.
         node: NodeId,
     },
+    /// The node was not built with the type and could not get its code (the
+    /// publisher is not trusted there, the code is for another platform, or
+    /// fetching it failed).
+    #[error("node {node} cannot host {type_name:?}: {reason}")]
+    CodeUnavailable {
+        /// The requested type name.
+        type_name: String,
+        /// The node that refused.
+        node: NodeId,
+        /// Why, naming the publisher where one is known.
+        reason: String,
+    },
+    /// The worker process that ran the object's code failed (crashed, was
+    /// killed, or broke the worker protocol); calls in flight in it fail with
+    /// this, and the volunteer keeps serving.
+    #[error("the worker process running the object failed: {0}")]
+    WorkerFailed(String),
     /// The object has no method of that name.
     #[error("object type {type_name} has no method {method:?}")]
     UnknownMethod {

@@ -84,7 +84,7 @@ pub(super) async fn run(
             InboxMsg::Call(inv) => inv,
             InboxMsg::Migrate { snapshot, verdict } => {
                 let _ = snapshot.send(Snapshot {
-                    state: obj.snapshot(),
+                    state: obj.snapshot().await,
                     next_call_seq: seq.load(Ordering::Relaxed),
                 });
                 drop(inner);
@@ -145,7 +145,7 @@ pub(super) async fn run(
         };
         if let Some(p) = policy.as_ref().filter(|_| ran) {
             match p.after_call(id, call, &outcome).await {
-                Ok(true) => match obj.snapshot() {
+                Ok(true) => match obj.snapshot().await {
                     Ok(state) => {
                         if let Err(e) = p
                             .checkpoint(id, type_name, &state, seq.load(Ordering::Relaxed))

@@ -12,7 +12,7 @@ use crate::id::NodeAddr;
 use crate::overlay::OverlayFactory;
 use crate::runtime::error::BuildError;
 use crate::runtime::node::{Config, Node};
-use crate::runtime::object::{Object, TypeEntry};
+use crate::runtime::object::{Object, TypeEntry, TypeProvider, Types};
 use crate::store::{MemStore, Store};
 use crate::transport::Transport;
 
@@ -44,6 +44,7 @@ struct Options {
     run_policy: Option<Arc<dyn FaultPolicy>>,
     policies: HashMap<String, Arc<dyn FaultPolicy>>,
     types: Vec<TypeEntry>,
+    type_provider: Option<Arc<dyn TypeProvider>>,
     call_timeout: Duration,
     join_timeout: Duration,
     bootstrap: Option<NodeAddr>,
@@ -67,6 +68,7 @@ impl NodeBuilder {
                 run_policy: None,
                 policies: HashMap::new(),
                 types: Vec::new(),
+                type_provider: None,
                 call_timeout: DEFAULT_CALL_TIMEOUT,
                 join_timeout: DEFAULT_JOIN_TIMEOUT,
                 bootstrap: None,
@@ -108,6 +110,14 @@ impl<N, O, T> NodeBuilder<N, O, T> {
     /// Lets this node host objects of type `X`.
     pub fn register<X: Object>(mut self) -> Self {
         self.opts.types.push(TypeEntry::of::<X>());
+        self
+    }
+
+    /// Where this node finds code for object types it was not built with
+    /// (a volunteer's bundle cache and worker processes); without one, an
+    /// object of an unregistered type is refused with `UnknownType`.
+    pub fn type_provider(mut self, provider: Arc<dyn TypeProvider>) -> Self {
+        self.opts.type_provider = Some(provider);
         self
     }
 
@@ -194,8 +204,9 @@ impl NodeBuilder<WithNetwork, WithOverlay, WithTransport> {
         crate::uri::validate_network_name(&network)?;
         let mut types = HashMap::new();
         for t in opts.types {
-            if types.insert(t.name, t).is_some() {
-                return Err(BuildError::DuplicateType(t.name));
+            let name = t.name;
+            if types.insert(name, t).is_some() {
+                return Err(BuildError::DuplicateType(name));
             }
         }
         let transport = self.transport.0;
@@ -228,7 +239,7 @@ impl NodeBuilder<WithNetwork, WithOverlay, WithTransport> {
             store: opts.store.unwrap_or_else(|| Arc::new(MemStore::new())),
             run_policy,
             policies: opts.policies,
-            types,
+            types: Types::new(types, opts.type_provider),
             call_timeout: opts.call_timeout,
             host_objects: opts.host_objects,
             load_balancing: opts.load_balancing,

@@ -272,13 +272,7 @@ impl NodeInner {
         origin: Origin<'_>,
         placed: bool,
     ) -> Result<(), RemoteError> {
-        let entry = *self
-            .types
-            .get(type_name)
-            .ok_or_else(|| RemoteError::UnknownType {
-                type_name: type_name.to_string(),
-                node: self.me.id,
-            })?;
+        let entry = self.types.get(type_name, self.me.id).await?;
         let policy = self.policy(policy_name)?;
         let migrated_from = match origin {
             Origin::Created { .. } => None,
@@ -303,9 +297,12 @@ impl NodeInner {
             what: format!("{what} of {type_name}"),
             reason,
         };
-        let (obj, next_call_seq) = match origin {
+        let (mut obj, next_call_seq) = match origin {
             Origin::Created { init } => {
-                let obj = (entry.activate)(init).map_err(|r| decode("init", r))?;
+                let obj = entry
+                    .activate(id, init)
+                    .await
+                    .map_err(|r| decode("init", r))?;
                 (obj, 0)
             }
             Origin::Migrated {
@@ -313,7 +310,10 @@ impl NodeInner {
                 next_call_seq,
                 ..
             } => {
-                let obj = (entry.restore)(state).map_err(|r| decode("migrated state", r))?;
+                let obj = entry
+                    .restore(id, state)
+                    .await
+                    .map_err(|r| decode("migrated state", r))?;
                 (obj, next_call_seq)
             }
         };
@@ -325,7 +325,7 @@ impl NodeInner {
             };
             match origin {
                 Origin::Created { .. } => {
-                    let state = obj.snapshot().map_err(|r| decode("state", r))?;
+                    let state = obj.snapshot().await.map_err(|r| decode("state", r))?;
                     p.on_activate(id, type_name, &state, 0)
                         .await
                         .map_err(refused)?;

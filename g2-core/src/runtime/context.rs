@@ -39,7 +39,10 @@ pub(crate) fn current_node() -> Option<Node> {
 
 /// The object whose call is running on this task, if any.
 pub fn current_object() -> Option<ObjectId> {
-    CURRENT.try_with(|c| c.object).ok()
+    CURRENT
+        .try_with(|c| c.object)
+        .ok()
+        .or_else(crate::worker::outlet_object)
 }
 
 /// Runs a long computation inside an object's method without holding up the

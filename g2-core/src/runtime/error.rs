@@ -6,7 +6,7 @@ use crate::id::ObjectId;
 use crate::wire::RemoteError;
 
 /// Why a call has no result.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CallError {
     /// No reply before the deadline. A cycle of waiting calls (A waits on B waits
     /// on A) ends here, since each object runs one call at a time.

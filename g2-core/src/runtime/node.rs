@@ -21,7 +21,7 @@ use crate::runtime::catalog::Catalog;
 use crate::runtime::driver::{self, ControlQueues};
 use crate::runtime::error::CallError;
 use crate::runtime::migration::{MigrateError, RecentTransfers, Transitions};
-use crate::runtime::object::{Object, ObjectHandle, RemoteRef, TypeEntry};
+use crate::runtime::object::{Object, ObjectHandle, RemoteRef, Types};
 use crate::runtime::placement::Placements;
 use crate::runtime::{now, random_u64};
 use crate::store::Store;
@@ -99,7 +99,7 @@ pub(crate) struct Config {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) run_policy: String,
     pub(crate) policies: HashMap<String, Arc<dyn FaultPolicy>>,
-    pub(crate) types: HashMap<&'static str, TypeEntry>,
+    pub(crate) types: Types,
     pub(crate) call_timeout: Duration,
     pub(crate) host_objects: bool,
     pub(crate) load_balancing: bool,
@@ -116,7 +116,7 @@ pub(crate) struct NodeInner {
     pub(super) store: Arc<dyn Store>,
     pub(super) run_policy: String,
     pub(super) policies: HashMap<String, Arc<dyn FaultPolicy>>,
-    pub(super) types: HashMap<&'static str, TypeEntry>,
+    pub(super) types: Types,
     pub(super) call_timeout: Duration,
     /// Whether this node runs objects (see `NodeBuilder::host_objects`).
     pub(super) host_objects: bool,

@@ -1,16 +1,18 @@
 //! The object model: [`Object`] (state + activation), [`RemoteRef`] proxies and
 //! the [`Dispatch`] glue that `#[g2::remote]` generates.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::id::ObjectId;
+use crate::id::{NodeId, ObjectId};
 use crate::runtime::context;
 use crate::runtime::error::CallError;
 use crate::runtime::node::Node;
@@ -113,19 +115,43 @@ impl ObjectHandle {
         h
     }
 
-    fn node(&self) -> Result<Node, CallError> {
-        let node = self
-            .node
-            .clone()
-            .or_else(context::current_node)
-            .ok_or(CallError::NoRuntime)?;
+    fn node(&self) -> Result<Option<Node>, CallError> {
+        let Some(node) = self.node.clone().or_else(context::current_node) else {
+            // inside a worker process: its parent's node calls for it
+            return match crate::worker::outlet_network() {
+                Some(network) if network != self.uri.network => Err(CallError::WrongNetwork {
+                    object: self.uri.to_string(),
+                    node_network: network,
+                }),
+                Some(_) => Ok(None),
+                None => Err(CallError::NoRuntime),
+            };
+        };
         if node.network() != self.uri.network {
             return Err(CallError::WrongNetwork {
                 object: self.uri.to_string(),
                 node_network: node.network().to_string(),
             });
         }
-        Ok(node)
+        Ok(Some(node))
+    }
+
+    async fn call_bytes(
+        &self,
+        method: &'static str,
+        args: Vec<u8>,
+        oneway: bool,
+    ) -> Result<Vec<u8>, CallError> {
+        match self.node()? {
+            Some(node) => {
+                node.call_raw(self.uri.id, method, args, oneway, self.timeout)
+                    .await
+            }
+            None => {
+                crate::worker::call_through_parent(&self.uri, method, args, oneway, self.timeout)
+                    .await
+            }
+        }
     }
 
     /// Calls `method` with `args` (a tuple) and waits for its result.
@@ -134,14 +160,11 @@ impl ObjectHandle {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let node = self.node()?;
         let args = crate::wire::to_cbor(args).map_err(|reason| CallError::Encode {
             what: format!("arguments of {method}"),
             reason,
         })?;
-        let bytes = node
-            .call_raw(self.uri.id, method, args, false, self.timeout)
-            .await?;
+        let bytes = self.call_bytes(method, args, false).await?;
         crate::wire::from_cbor(&bytes).map_err(|reason| CallError::Decode {
             what: format!("result of {method}"),
             reason,
@@ -154,14 +177,11 @@ impl ObjectHandle {
     where
         A: Serialize + ?Sized,
     {
-        let node = self.node()?;
         let args = crate::wire::to_cbor(args).map_err(|reason| CallError::Encode {
             what: format!("arguments of {method}"),
             reason,
         })?;
-        node.call_raw(self.uri.id, method, args, true, self.timeout)
-            .await
-            .map(|_| ())
+        self.call_bytes(method, args, true).await.map(|_| ())
     }
 }
 
@@ -205,10 +225,17 @@ impl<'de> Deserialize<'de> for ObjectHandle {
     }
 }
 
-/// A hosted object with its type erased, as the runtime keeps it.
-pub(crate) trait Hosted: Send {
+/// The future [`Hosted::snapshot`] returns: the object's state, CBOR-encoded.
+pub type SnapshotFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
+
+/// A hosted object with its type erased, as the runtime keeps it: a linked-in
+/// [`Object`], or one that code loaded at run time serves (a worker process,
+/// see [`DynamicType`]).
+pub trait Hosted: Send {
+    /// Runs `method` with CBOR-encoded `args`; the CBOR-encoded result.
     fn invoke<'a>(&'a mut self, method: &'a str, args: &'a [u8]) -> DispatchFuture<'a>;
-    fn snapshot(&self) -> Result<Vec<u8>, String>;
+    /// The object's state, as [`DynamicType::restore`] takes it back.
+    fn snapshot(&mut self) -> SnapshotFuture<'_>;
 }
 
 struct HostedObject<T: Object>(T);
@@ -217,21 +244,48 @@ impl<T: Object> Hosted for HostedObject<T> {
     fn invoke<'a>(&'a mut self, method: &'a str, args: &'a [u8]) -> DispatchFuture<'a> {
         <T::Ref as Dispatch<T>>::dispatch(&mut self.0, T::TYPE_NAME, method, args)
     }
-    fn snapshot(&self) -> Result<Vec<u8>, String> {
-        crate::wire::to_cbor(&self.0)
+    fn snapshot(&mut self) -> SnapshotFuture<'_> {
+        let state = crate::wire::to_cbor(&self.0);
+        Box::pin(std::future::ready(state))
     }
 }
 
-/// Builds a hosted object from CBOR bytes (an init value or a saved state).
-pub(crate) type Builder = fn(&[u8]) -> Result<Box<dyn Hosted>, String>;
+/// Code for one object type that a node did not link: it builds objects from an
+/// init value or a saved state. [`TypeProvider::resolve`] hands these out.
+#[async_trait::async_trait]
+pub trait DynamicType: Send + Sync {
+    /// A new object `id` from its CBOR-encoded init value.
+    async fn activate(&self, id: ObjectId, init: &[u8]) -> Result<Box<dyn Hosted>, String>;
+    /// Object `id` again, from the CBOR-encoded state a [`Hosted::snapshot`] gave.
+    async fn restore(&self, id: ObjectId, state: &[u8]) -> Result<Box<dyn Hosted>, String>;
+}
 
-/// How a node builds objects of one registered type.
-#[derive(Clone, Copy)]
+/// Where a node finds code for types it was not built with (paper §3.3: code
+/// downloaded on demand). Asked when an object of an unknown type is created
+/// here, migrates here or is recovered here.
+#[async_trait::async_trait]
+pub trait TypeProvider: Send + Sync {
+    /// Code for `type_name`, or why this node cannot host it (untrusted
+    /// publisher, another platform, fetch failed), in words for the creator.
+    async fn resolve(&self, type_name: &str) -> Result<Arc<dyn DynamicType>, String>;
+}
+
+/// Builds a hosted object from CBOR bytes (an init value or a saved state).
+type Builder = fn(&[u8]) -> Result<Box<dyn Hosted>, String>;
+
+#[derive(Clone)]
+enum Make {
+    /// Linked into this binary (`NodeBuilder::register`).
+    Linked { activate: Builder, restore: Builder },
+    /// Loaded at run time.
+    Dynamic(Arc<dyn DynamicType>),
+}
+
+/// How a node builds objects of one type.
+#[derive(Clone)]
 pub(crate) struct TypeEntry {
     pub(crate) name: &'static str,
-    pub(crate) activate: Builder,
-    #[allow(dead_code)] // used by recovery and migration (issues 5 and 6)
-    pub(crate) restore: Builder,
+    make: Make,
 }
 
 impl TypeEntry {
@@ -246,8 +300,93 @@ impl TypeEntry {
         }
         Self {
             name: T::TYPE_NAME,
-            activate: activate::<T>,
-            restore: restore::<T>,
+            make: Make::Linked {
+                activate: activate::<T>,
+                restore: restore::<T>,
+            },
+        }
+    }
+
+    /// A new object from its init value.
+    pub(crate) async fn activate(
+        &self,
+        id: ObjectId,
+        init: &[u8],
+    ) -> Result<Box<dyn Hosted>, String> {
+        match &self.make {
+            Make::Linked { activate, .. } => activate(init),
+            Make::Dynamic(t) => t.activate(id, init).await,
+        }
+    }
+
+    /// An object from its saved state.
+    pub(crate) async fn restore(
+        &self,
+        id: ObjectId,
+        state: &[u8],
+    ) -> Result<Box<dyn Hosted>, String> {
+        match &self.make {
+            Make::Linked { restore, .. } => restore(state),
+            Make::Dynamic(t) => t.restore(id, state).await,
+        }
+    }
+}
+
+/// The types a node can host: those linked in, then what its provider finds.
+pub(crate) struct Types {
+    linked: HashMap<&'static str, TypeEntry>,
+    provider: Option<Arc<dyn TypeProvider>>,
+}
+
+impl Types {
+    pub(crate) fn new(
+        linked: HashMap<&'static str, TypeEntry>,
+        provider: Option<Arc<dyn TypeProvider>>,
+    ) -> Self {
+        Self { linked, provider }
+    }
+
+    /// The entry for `type_name`; `node` names this node in the error.
+    pub(crate) async fn get(
+        &self,
+        type_name: &str,
+        node: NodeId,
+    ) -> Result<TypeEntry, RemoteError> {
+        if let Some(e) = self.linked.get(type_name) {
+            return Ok(e.clone());
+        }
+        let Some(provider) = &self.provider else {
+            return Err(RemoteError::UnknownType {
+                type_name: type_name.to_string(),
+                node,
+            });
+        };
+        match provider.resolve(type_name).await {
+            Ok(t) => Ok(TypeEntry {
+                name: intern(type_name),
+                make: Make::Dynamic(t),
+            }),
+            Err(reason) => Err(RemoteError::CodeUnavailable {
+                type_name: type_name.to_string(),
+                node,
+                reason,
+            }),
+        }
+    }
+}
+
+/// A `'static` copy of a type name code was found for, made once per name (the
+/// names are few: one per type of a trusted bundle).
+fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let mut names = crate::sync::lock(NAMES.get_or_init(Default::default));
+    match names.get(name) {
+        Some(n) => n,
+        None => {
+            let n: &'static str = Box::leak(name.to_string().into_boxed_str());
+            names.insert(n);
+            n
         }
     }
 }

@@ -39,12 +39,15 @@ impl NodeInner {
                         continue;
                     }
                 };
-                let Some(entry) = self.types.get(rec.type_name.as_str()).copied() else {
-                    tracing::error!(object = %id, r#type = %rec.type_name, "object lost: its type is not registered on this node");
-                    lock(&self.catalog).mark_lost(id);
-                    continue;
+                let entry = match self.types.get(&rec.type_name, self.me.id).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(object = %id, r#type = %rec.type_name, "object lost: {e}");
+                        lock(&self.catalog).mark_lost(id);
+                        continue;
+                    }
                 };
-                let obj = match (entry.restore)(&rec.state) {
+                let obj = match entry.restore(id, &rec.state).await {
                     Ok(o) => o,
                     Err(e) => {
                         tracing::error!(object = %id, r#type = %rec.type_name, "object lost: its checkpoint does not decode: {e}");
