@@ -59,6 +59,13 @@ pub use g2_core::{
     RemoteError, RemoteRef, Store, Transport, UriError, WithNetwork, WithOverlay, WithTransport,
     compute, current_object, validate_network_name,
 };
+pub use g2_core::{DynamicType, Hosted, SnapshotFuture, TypeProvider};
+
+/// Worker mode: an application binary serving its types to a volunteer that
+/// was not built with them (code downloaded on demand, paper §3.3).
+pub mod worker {
+    pub use g2_core::worker::*;
+}
 #[doc(hidden)]
 pub use g2_core::{decode_args, encode_result};
 pub use g2_macros::remote;

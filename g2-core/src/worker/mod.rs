@@ -51,7 +51,7 @@ use crate::wire::{ByteVec, RemoteError};
 
 pub use child::{WorkerBuilder, serve, serve_if_worker};
 pub(crate) use child::{call_through_parent, outlet_network, outlet_object};
-pub use parent::{WorkerConn, WorkerHosted};
+pub use parent::{WorkerConn, WorkerHosted, WorkerType};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

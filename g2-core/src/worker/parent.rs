@@ -408,6 +408,33 @@ impl Drop for WorkerHosted {
     }
 }
 
+/// One type a worker serves, as a node's [`TypeProvider`](crate::TypeProvider)
+/// hands it out: objects of it are activated and restored in the worker.
+pub struct WorkerType {
+    conn: WorkerConn,
+    name: String,
+}
+
+impl WorkerType {
+    /// Type `name` of the worker behind `conn`.
+    pub fn new(conn: WorkerConn, name: impl Into<String>) -> Self {
+        Self {
+            conn,
+            name: name.into(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::DynamicType for WorkerType {
+    async fn activate(&self, id: ObjectId, init: &[u8]) -> Result<Box<dyn Hosted>, String> {
+        self.conn.activate(id, &self.name, init).await
+    }
+    async fn restore(&self, id: ObjectId, state: &[u8]) -> Result<Box<dyn Hosted>, String> {
+        self.conn.restore(id, &self.name, state).await
+    }
+}
+
 fn kind(msg: &FromWorker) -> &'static str {
     match msg {
         FromWorker::Hello { .. } => "Hello",
