@@ -19,8 +19,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod code;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use g2::quic::{NodeKey, QuicConfig, QuicTransport};
@@ -74,6 +77,20 @@ pub struct VolunteerArgs {
     /// checkpoint (default 10000).
     #[arg(long)]
     pub checkpoint_every_ms: Option<u64>,
+    /// A publisher whose code this volunteer runs: its Ed25519 public key
+    /// (64 hex digits, as `g2 keygen` prints it). Repeat for several; in
+    /// `g2.toml`, `trusted-publishers = ["..."]`.
+    #[arg(long = "trusted-publisher", value_name = "KEY")]
+    #[serde(default)]
+    pub trusted_publishers: Vec<String>,
+    /// Runs code from any publisher (local experiments only: off by default).
+    #[arg(long)]
+    #[serde(default)]
+    pub trust_any_publisher: bool,
+    /// Keeps at most this many MiB of downloaded application code in the data
+    /// dir (default 1024).
+    #[arg(long)]
+    pub code_cache_mb: Option<u64>,
     /// A TOML file with the same keys (`network = "..."`, `listen = "..."`, ...).
     #[arg(long)]
     #[serde(skip)]
@@ -101,6 +118,12 @@ pub struct VolunteerConfig {
     pub checkpoint_every_calls: u32,
     /// ... or this often.
     pub checkpoint_every: Duration,
+    /// Publishers whose code this volunteer runs (public keys, hex).
+    pub trusted_publishers: Vec<String>,
+    /// Runs code from any publisher.
+    pub trust_any_publisher: bool,
+    /// Bound of the code cache, in bytes.
+    pub code_cache_bytes: u64,
 }
 
 /// Why a volunteer could not start or stop cleanly.
@@ -160,7 +183,16 @@ impl VolunteerConfig {
             .heartbeat_ms
             .or(file.heartbeat_ms)
             .unwrap_or((failure_timeout_ms / 3).max(1));
+        let mut trusted_publishers = file.trusted_publishers;
+        trusted_publishers.extend(args.trusted_publishers.iter().cloned());
+        for k in &trusted_publishers {
+            code::bundle::parse_public(k)
+                .map_err(|e| VolunteerError::Config(format!("trusted publisher {k:?}: {e}")))?;
+        }
         Ok(Self {
+            trusted_publishers,
+            trust_any_publisher: args.trust_any_publisher || file.trust_any_publisher,
+            code_cache_bytes: args.code_cache_mb.or(file.code_cache_mb).unwrap_or(1024) << 20,
             network,
             listen,
             bootstrap: args.bootstrap.or(file.bootstrap),
@@ -273,6 +305,18 @@ fn with_durable_store(
 pub struct Volunteer {
     node: Node,
     transport: QuicTransport,
+    code: Arc<code::NetworkCode>,
+}
+
+/// What `g2 status` shows of a volunteer: its node, and the code it runs.
+#[derive(Clone, Debug, serde::Serialize, Deserialize)]
+pub struct VolunteerStatus {
+    /// The node.
+    #[serde(flatten)]
+    pub node: NodeStatus,
+    /// Bundles cached and workers running.
+    #[serde(default)]
+    pub code: code::CodeStatus,
 }
 
 impl Volunteer {
@@ -295,23 +339,47 @@ impl Volunteer {
             .overlay(overlay)
             .transport(transport.clone())
             .join_timeout(Duration::from_secs(30));
+        let code = code::NetworkCode::new(code::CodeSettings {
+            trusted_publishers: cfg.trusted_publishers.clone(),
+            trust_any_publisher: cfg.trust_any_publisher,
+            cache_dir: cfg.data_dir.join("bundles"),
+            cache_max_bytes: cfg.code_cache_bytes,
+            scratch_dir: cfg.data_dir.join("scratch"),
+            sandbox: code::sandbox::SandboxConfig::default(),
+        });
+        let builder = code::register_records(builder).type_provider(code.clone());
         let mut builder = with_durable_store(builder, cfg)?;
         if let Some(b) = cfg.bootstrap {
             builder = builder.bootstrap(NodeAddr::new(b.to_string()));
         }
         let node = register(builder).build().await?;
+        code.attach(node.clone());
         let for_status = node.clone();
+        let code_status = code.clone();
         transport.set_status_provider(move || {
-            serde_json::to_vec(&for_status.status()).unwrap_or_default()
+            serde_json::to_vec(&VolunteerStatus {
+                node: for_status.status(),
+                code: code_status.status(),
+            })
+            .unwrap_or_default()
         });
         info!(id = %node.id(), addr = %transport.local_addr(), network = %cfg.network, "volunteer running");
         tokio::spawn(watch_for_stalls(node.clone()));
-        Ok(Self { node, transport })
+        Ok(Self {
+            node,
+            transport,
+            code,
+        })
     }
 
     /// The node.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// The code it fetched and the workers it runs.
+    pub fn code(&self) -> &Arc<code::NetworkCode> {
+        &self.code
     }
 
     /// The UDP address it listens on.
@@ -323,7 +391,9 @@ impl Volunteer {
     pub async fn run_until_shutdown(self) -> Result<(), VolunteerError> {
         shutdown_signal().await;
         info!(id = %self.node.id(), "shutting down: migrating objects away");
-        self.node.leave().await?;
+        let left = self.node.leave().await;
+        self.code.stop_workers();
+        left?;
         Ok(())
     }
 }
@@ -368,7 +438,7 @@ async fn shutdown_signal() {
 }
 
 /// Asks the volunteer at `addr` for its status.
-pub async fn status(addr: SocketAddr) -> Result<NodeStatus, VolunteerError> {
+pub async fn status(addr: SocketAddr) -> Result<VolunteerStatus, VolunteerError> {
     let bytes = g2::quic::query_status(addr).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| VolunteerError::Config(format!("status of {addr} did not decode: {e}")))
@@ -385,11 +455,12 @@ pub fn init_logging() {
 }
 
 /// Prints a status as the `g2 status` command does.
-pub fn print_status(s: &NodeStatus, json: bool) {
+pub fn print_status(v: &VolunteerStatus, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        println!("{}", serde_json::to_string(v).unwrap_or_default());
         return;
     }
+    let s = &v.node;
     println!("node      {}", s.id);
     println!("address   {}", s.addr);
     println!("network   {} ({})", s.network, s.overlay);
@@ -410,6 +481,69 @@ pub fn print_status(s: &NodeStatus, json: bool) {
     for (id, t) in &s.objects {
         println!("  {id}  {t}");
     }
+    let c = &v.code;
+    println!(
+        "bundles cached ({}), fetched {} since start:",
+        c.bundles.len(),
+        c.fetches
+    );
+    for b in &c.bundles {
+        println!("  {}  {:.1} MiB", b.blake3, b.size as f64 / 1048576.0);
+    }
+    println!("workers ({}):", c.workers.len());
+    for w in &c.workers {
+        let rss = w
+            .rss_kib
+            .map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let state = w
+            .failed
+            .as_deref()
+            .map_or("running".to_string(), |f| format!("ended: {f}"));
+        println!(
+            "  pid {}  {} objects  {}  types {}  bundle {}  {}",
+            w.pid,
+            w.objects,
+            rss,
+            w.types.join(", "),
+            &w.bundle[..16.min(w.bundle.len())],
+            state
+        );
+    }
+    println!("worker confinement: {}", c.sandbox.join("; "));
+}
+
+/// Where a publisher's key is kept unless told otherwise: `~/.g2/publisher.key`.
+pub fn default_publisher_key() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".g2")
+        .join("publisher.key")
+}
+
+/// A node that joins `network` through `bootstrap` to start runs, call and
+/// publish code, hosting nothing itself (a client). It links the code
+/// record types.
+pub async fn join_as_client(
+    network: &str,
+    bootstrap: SocketAddr,
+    routing: Routing,
+) -> Result<Node, VolunteerError> {
+    let key = NodeKey::generate()?;
+    let listen = if bootstrap.is_ipv4() {
+        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+    };
+    let transport = QuicTransport::bind(QuicConfig::new(network.to_string(), listen, key)).await?;
+    let failure = Duration::from_secs(30);
+    let b = Node::builder()
+        .network(network.to_string())
+        .overlay(overlay(routing, failure / 3, failure)?)
+        .transport(transport)
+        .bootstrap(NodeAddr::new(bootstrap.to_string()))
+        .host_objects(false);
+    Ok(code::register_records(b).build().await?)
 }
 
 /// Whether `path` looks like a volunteer data dir (holds a node key).

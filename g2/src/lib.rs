@@ -52,6 +52,9 @@
 //! `ft-local` and `ft-replicated` features arrive with
 //! their crates.
 
+pub use g2_core::fault::POLICY_NONE;
+#[doc(hidden)]
+pub use g2_core::sync;
 pub use g2_core::{
     BuildError, CallError, CallId, Dispatch, DispatchFuture, FaultPolicy, Key, LeaveError,
     MemStore, NoNetwork, NoOverlay, NoTransport, Node, NodeAddr, NodeBuilder, NodeId, NodeStats,

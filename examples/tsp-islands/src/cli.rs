@@ -78,6 +78,16 @@ pub struct Args {
     /// stabilisation go at a third of it).
     #[arg(long, default_value_t = 30_000)]
     pub failure_timeout_ms: u64,
+    /// With `--connect`: the key this run's code is published with, so that
+    /// plain `g2 volunteer`s that trust it fetch and run the islands (created
+    /// on first use; `g2 keygen` prints its public half). Default
+    /// ~/.g2/publisher.key.
+    #[arg(long)]
+    pub publisher_key: Option<std::path::PathBuf>,
+    /// With `--connect`: do not publish this binary (every volunteer was built
+    /// with the islands, as `tsp-islands volunteer` is).
+    #[arg(long)]
+    pub no_publish: bool,
     /// The network name used with `--connect`.
     #[arg(long, default_value = "tsp.g2")]
     pub network: String,

@@ -19,7 +19,7 @@ pub async fn client_node(args: &Args, bootstrap: std::net::SocketAddr) -> Result
     let transport = QuicTransport::bind(QuicConfig::new(args.network.clone(), listen, key))
         .await
         .map_err(|e| e.to_string())?;
-    let mut b = Node::builder()
+    let b = Node::builder()
         .network(args.network.clone())
         .overlay(routing(args)?)
         .transport(transport)
@@ -28,11 +28,43 @@ pub async fn client_node(args: &Args, bootstrap: std::net::SocketAddr) -> Result
         // (it hosts one only while it knows no volunteer, and passes it on)
         .host_objects(false)
         .register::<TspIsland>();
+    let mut b = g2_volunteer::code::register_records(b);
     // the client chooses the run's policy; the volunteers keep the records
     if let Some(p) = args.policy(std::sync::Arc::new(g2::MemStore::new())) {
         b = b.fault_tolerance(p);
     }
-    b.build()
+    let node = b
+        .build()
         .await
-        .map_err(|e| format!("joining the network at {bootstrap}: {e}"))
+        .map_err(|e| format!("joining the network at {bootstrap}: {e}"))?;
+    if !args.no_publish {
+        publish(&node, args).await?;
+    }
+    Ok(node)
+}
+
+/// Publishes this binary as the islands' code, so that plain volunteers that
+/// trust its publisher can run them.
+async fn publish(node: &Node, args: &Args) -> Result<(), String> {
+    use g2::Object;
+    let key = args
+        .publisher_key
+        .clone()
+        .unwrap_or_else(g2_volunteer::default_publisher_key);
+    let (k, p) = g2_volunteer::code::publish_self(node, &key, &[TspIsland::TYPE_NAME])
+        .await
+        .map_err(|e| format!("publishing the islands' code: {e}"))?;
+    tracing::info!(
+        bundle = %p.binary_blake3,
+        size = p.size,
+        already = p.already,
+        "published this binary as the code of {}",
+        TspIsland::TYPE_NAME
+    );
+    eprintln!(
+        "code published by {} (volunteers run it with --trusted-publisher {})",
+        k.public_hex(),
+        k.public_hex()
+    );
+    Ok(())
 }

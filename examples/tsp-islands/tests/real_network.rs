@@ -124,6 +124,8 @@ impl Client {
         let mut child = Command::new(BIN)
             .args(["run", "--connect", addr, "--network", network])
             .args(["--failure-timeout-ms", "1500"])
+            // the volunteers here link the islands (`tsp-islands volunteer`)
+            .arg("--no-publish")
             .args(flags)
             .args(ga)
             .env(

@@ -120,6 +120,27 @@ impl Node {
             .map(|_| ())
     }
 
+    /// Remote activation under fault-tolerance policy `policy` rather than the
+    /// run's (records a framework keeps, such as code, that need no
+    /// checkpoints of their own).
+    pub async fn create_raw_under(
+        &self,
+        id: ObjectId,
+        type_name: &str,
+        init: Vec<u8>,
+        policy: &str,
+    ) -> Result<(), CallError> {
+        let kind = RequestKind::Create {
+            type_name: type_name.to_string(),
+            init,
+            policy: policy.to_string(),
+        };
+        let resend = policy != crate::fault::POLICY_NONE;
+        self.call_with_retries(id, kind, "create", None, resend)
+            .await
+            .map(|_| ())
+    }
+
     /// Calls `method` on object `target` with encoded `args`; the building block of
     /// the typed proxies.
     pub async fn call_raw(

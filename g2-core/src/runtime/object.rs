@@ -346,6 +346,11 @@ impl Types {
         Self { linked, provider }
     }
 
+    /// Whether `type_name` is linked into this binary.
+    pub(crate) fn is_linked(&self, type_name: &str) -> bool {
+        self.linked.contains_key(type_name)
+    }
+
     /// The entry for `type_name`; `node` names this node in the error.
     pub(crate) async fn get(
         &self,

@@ -209,7 +209,30 @@ impl NodeInner {
 
     /// Serves a request that ends here: a creation (placed on a neighbour by
     /// load balancing, or activated here), an object migrating in, or a call.
-    pub(super) async fn deliver_local(self: &Arc<Self>, req: Request) {
+    pub(super) fn deliver_local(
+        self: &Arc<Self>,
+        req: Request,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.deliver_local_or_spawn(req))
+    }
+
+    async fn deliver_local_or_spawn(self: &Arc<Self>, req: Request) {
+        // Code for a type this node was not built with may have to be fetched
+        // over the network first: that runs on its own task, so that the frames
+        // behind this request (the fetch's own replies among them) are not held
+        // up. The reply still goes out only once the object is installed.
+        if let RequestKind::Create { type_name, .. } | RequestKind::Migrate { type_name, .. } =
+            &req.kind
+            && !self.types.is_linked(type_name)
+        {
+            let me = self.clone();
+            self.spawn(async move { me.deliver_local_now(req).await });
+            return;
+        }
+        self.deliver_local_now(req).await
+    }
+
+    async fn deliver_local_now(self: &Arc<Self>, req: Request) {
         match req.kind {
             RequestKind::Create { .. } if self.leaving.load(Ordering::Acquire) => {
                 self.pass_creation_on(req).await;

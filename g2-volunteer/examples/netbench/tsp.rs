@@ -142,7 +142,7 @@ fn tsp_case(
                                 .await
                                 .ok()
                                 .and_then(Result::ok)
-                                .map_or(usize::MAX, |st| st.objects.len())
+                                .map_or(usize::MAX, |st| st.node.objects.len())
                         })
                     })
                     .collect();

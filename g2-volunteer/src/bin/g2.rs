@@ -4,9 +4,12 @@
 //! g2 volunteer --network NAME --listen 127.0.0.1:PORT [--bootstrap ADDR] [--data-dir DIR] [--routing pastry|chord]
 //! g2 volunteer --config g2.toml
 //! g2 status --connect ADDR [--json]
+//! g2 keygen [--key FILE]
+//! g2 publish --connect ADDR --network NAME --binary FILE --type NAME... [--key FILE]
 //! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +34,35 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Create a publisher key (if there is none) and print its public half,
+    /// which volunteers' owners list in `trusted-publishers`.
+    Keygen {
+        /// The key file (default ~/.g2/publisher.key).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Store an application binary on a network as the code of its types,
+    /// signed with the publisher key.
+    Publish {
+        /// A node of the network.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// The network.
+        #[arg(long)]
+        network: String,
+        /// The network's overlay.
+        #[arg(long, value_enum, default_value = "pastry")]
+        routing: g2_volunteer::Routing,
+        /// The application binary (built on g2, calling `serve_if_worker`).
+        #[arg(long)]
+        binary: PathBuf,
+        /// A type it serves (repeat for several).
+        #[arg(long = "type", required = true)]
+        types: Vec<String>,
+        /// The publisher key (default ~/.g2/publisher.key).
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
 }
 
@@ -58,6 +90,46 @@ fn main() -> ExitCode {
                     v.local_addr()
                 );
                 v.run_until_shutdown().await
+            }
+            Command::Keygen { key } => {
+                let path = key.unwrap_or_else(g2_volunteer::default_publisher_key);
+                let existed = path.exists();
+                let k = g2_volunteer::code::PublisherKey::load_or_create(&path)
+                    .map_err(|e| g2_volunteer::VolunteerError::Config(e.to_string()))?;
+                let what = if existed { "existing" } else { "new" };
+                eprintln!(
+                    "{what} publisher key in {}; its public key:",
+                    path.display()
+                );
+                println!("{}", k.public_hex());
+                Ok(())
+            }
+            Command::Publish {
+                connect,
+                network,
+                routing,
+                binary,
+                types,
+                key,
+            } => {
+                let path = key.unwrap_or_else(g2_volunteer::default_publisher_key);
+                let k = g2_volunteer::code::PublisherKey::load(&path).map_err(|e| {
+                    g2_volunteer::VolunteerError::Config(format!("{e} (create one with g2 keygen)"))
+                })?;
+                let bundle = g2_volunteer::code::Bundle::from_file(&binary, types)
+                    .map_err(|e| g2_volunteer::VolunteerError::Config(e.to_string()))?;
+                let node = g2_volunteer::join_as_client(&network, connect, routing).await?;
+                let r = g2_volunteer::code::publish(&node, &k, &bundle).await;
+                let _ = node.leave().await;
+                let p = r.map_err(g2_volunteer::VolunteerError::Config)?;
+                println!(
+                    "published {} ({} bytes) by {}{}",
+                    p.binary_blake3,
+                    p.size,
+                    k.public_hex(),
+                    if p.already { " (already there)" } else { "" }
+                );
+                Ok(())
             }
             Command::Status { connect, json } => {
                 let s = g2_volunteer::status(connect).await?;
