@@ -76,7 +76,19 @@ impl WorkerConn {
             version: PROTOCOL_VERSION,
             network: network.to_string(),
         })?);
-        let (pid, types) = match read_frame::<_, FromWorker>(&mut r).await? {
+        let first = match read_frame::<_, FromWorker>(&mut r).await {
+            // it exited before reading our hello
+            Err(WorkerError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                Ok(None)
+            }
+            other => other,
+        };
+        let (pid, types) = match first? {
             Some(FromWorker::Hello {
                 version: PROTOCOL_VERSION,
                 types,

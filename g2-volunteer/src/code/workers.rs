@@ -321,6 +321,9 @@ pub async fn spawn_worker(
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("{}: {e}", binary.display()))?;
+    // (the command holds the worker's end of the socket: close ours of it, so
+    // that a worker that exits shows as the socket closing)
+    drop(cmd);
     ours.set_nonblocking(true).map_err(|e| e.to_string())?;
     let stream = tokio::net::UnixStream::from_std(ours).map_err(|e| e.to_string())?;
     let hello = tokio::time::timeout(
