@@ -508,6 +508,9 @@ pub fn print_status(v: &VolunteerStatus, json: bool) {
             &w.bundle[..16.min(w.bundle.len())],
             state
         );
+        for layer in &w.sandbox {
+            println!("    {layer}");
+        }
     }
     println!("worker confinement: {}", c.sandbox.join("; "));
 }

@@ -28,6 +28,8 @@ use crate::run::run;
 use crate::volunteer::volunteer;
 
 fn main() -> ExitCode {
+    // a volunteer confining a worker it fetched (see g2_volunteer::code::sandbox)
+    g2_volunteer::code::sandbox::launch_if_asked();
     // started by a plain `g2 volunteer` that fetched this binary: serve islands
     g2::worker::serve_if_worker(|w| w.register::<island::TspIsland>());
     let cli = Cli::parse();

@@ -232,6 +232,14 @@ fn plain_volunteers_fetch_the_islands_once_and_the_tour_is_the_sequential_one() 
         let workers = s["code"]["workers"].as_array().unwrap().len();
         assert!(fetches <= 1, "{} fetched {fetches} times", v.addr);
         assert_eq!(fetches as usize, workers.min(1), "{}: {s}", v.addr);
+        // and runs it confined (nice 19 and seccomp need no kernel option)
+        for w in s["code"]["workers"].as_array().unwrap() {
+            let layers = w["sandbox"].to_string();
+            assert!(
+                layers.contains("nice 19") && layers.contains("seccomp: no network"),
+                "{layers}"
+            );
+        }
     }
     let late_status = status(&vols[3].addr).unwrap();
     assert_eq!(late_status["code"]["fetches"], 1);

@@ -67,6 +67,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // started to confine a worker and run it: does that and never returns
+    g2_volunteer::code::sandbox::launch_if_asked();
     g2_volunteer::init_logging();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -39,6 +39,7 @@ pub struct CodeSettings {
 /// A worker process running one bundle.
 struct Running {
     conn: WorkerConn,
+    scratch: PathBuf,
     manifest: Manifest,
     child: Mutex<Option<tokio::process::Child>>,
 }
@@ -60,6 +61,9 @@ pub struct WorkerStatus {
     pub rss_kib: Option<u64>,
     /// Why it ended, if it did.
     pub failed: Option<String>,
+    /// The confinement layers its launcher put in force.
+    #[serde(default)]
+    pub sandbox: Vec<String>,
 }
 
 /// The code part of `g2 status`.
@@ -127,6 +131,7 @@ impl NetworkCode {
                     objects: r.conn.objects(),
                     rss_kib: rss_kib(r.conn.pid()),
                     failed: r.conn.failure(),
+                    sandbox: super::sandbox::layers_in(&r.scratch),
                 })
                 .collect(),
             fetches: self.fetches(),
@@ -264,6 +269,7 @@ impl NetworkCode {
         info!(pid = conn.pid(), bundle = %manifest.binary_blake3, types = ?conn.types(), "worker started");
         let running = Arc::new(Running {
             conn,
+            scratch,
             manifest: manifest.clone(),
             child: Mutex::new(Some(child)),
         });
