@@ -282,3 +282,186 @@ fn a_volunteer_that_does_not_trust_the_publisher_refuses_and_the_client_says_why
     drop(v);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// A client run with its stdout and stderr drained as it goes.
+struct Run {
+    child: Child,
+    out: std::thread::JoinHandle<Vec<u8>>,
+    err: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Run {
+    fn start(addr: &str, network: &str, key: &Path, flags: &[&str], ga: &[&str]) -> Run {
+        let mut child = Command::new(TSP)
+            .args(["run", "--connect", addr, "--network", network])
+            .args(["--failure-timeout-ms", "1500", "--json", "--publisher-key"])
+            .arg(key)
+            .args(flags)
+            .args(ga)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("client starts");
+        let out = drain(child.stdout.take().unwrap());
+        let err = drain(child.stderr.take().unwrap());
+        Run { child, out, err }
+    }
+
+    fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String, String) {
+        let status = wait(&mut self.child, limit);
+        if status.is_none() {
+            let _ = self.child.kill();
+        }
+        let out = String::from_utf8_lossy(&self.out.join().unwrap()).to_string();
+        let err = String::from_utf8_lossy(&self.err.join().unwrap()).to_string();
+        (
+            status.unwrap_or_else(|| panic!("the run did not finish: {err}")),
+            out,
+            err,
+        )
+    }
+}
+
+/// Waits (bounded) until a volunteer runs a worker with islands in it; that
+/// volunteer's index and the worker's pid.
+fn a_busy_worker(vols: &[Proc], run: &mut Run) -> (usize, u64) {
+    let start = Instant::now();
+    loop {
+        for (i, v) in vols.iter().enumerate() {
+            if let Some(s) = status(&v.addr) {
+                for w in s["code"]["workers"].as_array().into_iter().flatten() {
+                    if w["objects"].as_u64() > Some(0) && w["failed"].is_null() {
+                        return (i, w["pid"].as_u64().unwrap());
+                    }
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no worker ran islands"
+        );
+        assert!(
+            matches!(run.child.try_wait(), Ok(None)),
+            "the client ended early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn kill9(pid: u64) {
+    let ok = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -9 {pid}");
+}
+
+#[test]
+fn under_ft_none_a_killed_worker_loses_its_islands_and_the_client_says_so() {
+    let base = scratch("kill-none");
+    let key_path = base.join("publisher.key");
+    let key = keygen(&key_path);
+    let network = "code-kill-none.test";
+    let v1 = volunteer(network, &base.join("v1"), None, &key);
+    let vols = vec![
+        volunteer(network, &base.join("v2"), Some(&v1.addr), &key),
+        v1,
+    ];
+    let ga = [
+        "--instance",
+        "ch150",
+        "--islands",
+        "4",
+        "--epochs",
+        "100000",
+        "--generations",
+        "1",
+    ];
+    let mut run = Run::start(&vols[0].addr, network, &key_path, &["--ft", "none"], &ga);
+    let (i, pid) = a_busy_worker(&vols, &mut run);
+    kill9(pid);
+    let (status_code, _, stderr) = run.finish(Duration::from_secs(60));
+    assert!(!status_code.success());
+    assert!(
+        stderr.contains("was lost") || stderr.contains("worker process running the object failed"),
+        "{stderr}"
+    );
+    // the volunteer keeps serving, and says its worker ended
+    let s = status(&vols[i].addr).expect("the volunteer still answers");
+    let workers = s["code"]["workers"].as_array().unwrap();
+    assert!(
+        workers
+            .iter()
+            .any(|w| w["pid"] == pid && !w["failed"].is_null()),
+        "{s}"
+    );
+    drop(vols);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn under_ft_local_a_killed_worker_is_replaced_and_the_tour_is_unchanged() {
+    let base = scratch("kill-local");
+    let key_path = base.join("publisher.key");
+    let key = keygen(&key_path);
+    let network = "code-kill-local.test";
+    let v1 = volunteer(network, &base.join("v1"), None, &key);
+    let vols = vec![
+        volunteer(network, &base.join("v2"), Some(&v1.addr), &key),
+        v1,
+    ];
+    const GA: &[&str] = &[
+        "--instance",
+        "ch150",
+        "--islands",
+        "8",
+        "--epochs",
+        "800",
+        "--generations",
+        "2",
+        "--seed",
+        "3",
+    ];
+    let started = Instant::now();
+    let mut run = Run::start(&vols[0].addr, network, &key_path, &["--ft", "local"], GA);
+    let (i, pid) = a_busy_worker(&vols, &mut run);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        matches!(run.child.try_wait(), Ok(None)),
+        "the run ended before the kill"
+    );
+    kill9(pid);
+    eprintln!(
+        "worker {pid} killed {:?} after the start",
+        started.elapsed()
+    );
+    let (status_code, stdout, stderr) = run.finish(Duration::from_secs(300));
+    assert!(status_code.success(), "client failed: {stderr}");
+    let distributed: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("output")).unwrap();
+    let seq = Command::new(TSP)
+        .args(GA)
+        .args(["--sequential", "--json"])
+        .output()
+        .unwrap();
+    let seq_text = String::from_utf8_lossy(&seq.stdout);
+    let sequential: serde_json::Value =
+        serde_json::from_str(seq_text.lines().last().unwrap()).unwrap();
+    assert_eq!(distributed["tour_blake3"], sequential["tour_blake3"]);
+    // a new worker took over; the bundle came from the cache
+    let s = status(&vols[i].addr).expect("the volunteer still answers");
+    let workers = s["code"]["workers"].as_array().unwrap();
+    assert!(
+        workers
+            .iter()
+            .any(|w| w["pid"] != pid && w["failed"].is_null()),
+        "{s}"
+    );
+    assert_eq!(s["code"]["fetches"], 1);
+    eprintln!("run took {:?}", started.elapsed());
+    drop(vols);
+    let _ = std::fs::remove_dir_all(&base);
+}

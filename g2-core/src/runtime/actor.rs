@@ -3,6 +3,7 @@
 //! construction), consults the fault policy around each, and hands over a
 //! snapshot when the object migrates.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -78,7 +79,17 @@ pub(super) async fn run(
         return;
     }
     let mut served: usize = 0;
-    while let Some(msg) = inbox.recv().await {
+    // calls to run before the inbox's: a replay after the object's worker failed
+    let mut front: VecDeque<Invocation> = VecDeque::new();
+    let mut recoveries_in_a_row = 0u32;
+    loop {
+        let msg = match front.pop_front() {
+            Some(inv) => InboxMsg::Call(inv),
+            None => match inbox.recv().await {
+                Some(msg) => msg,
+                None => break,
+            },
+        };
         let Some(inner) = node.upgrade() else { return };
         let inv = match msg {
             InboxMsg::Call(inv) => inv,
@@ -143,6 +154,44 @@ pub(super) async fn run(
                 }
             }
         };
+        if let (true, Err(RemoteError::WorkerFailed(why))) = (ran, &outcome) {
+            // the worker process running the object's code died with it
+            if let Some(p) = &policy
+                && recoveries_in_a_row < MAX_RECOVERIES
+            {
+                match recover_in_new_worker(&inner, id, type_name, p).await {
+                    Ok((fresh, next_seq, replay)) => {
+                        warn!(object = %id, replayed = replay.len(), "its worker failed ({why}); recovered from its checkpoint in a new one");
+                        recoveries_in_a_row += 1;
+                        obj = fresh;
+                        seq.store(next_seq, Ordering::Relaxed);
+                        // the logged calls since the checkpoint (this one among
+                        // them) run again in their order; this one's caller
+                        // then gets the kept result
+                        let mut again: VecDeque<Invocation> = replay
+                            .into_iter()
+                            .map(|call| Invocation { origin: None, call })
+                            .collect();
+                        again.push_back(inv);
+                        again.append(&mut front);
+                        front = again;
+                        continue;
+                    }
+                    Err(e) => {
+                        warn!(object = %id, "its worker failed ({why}) and it could not be recovered: {e}")
+                    }
+                }
+            }
+            warn!(object = %id, "object lost: its worker process failed ({why})");
+            if let Some((origin, request_id)) = inv.origin.as_ref() {
+                inner.reply(origin, *request_id, outcome).await;
+            }
+            lose_object(&inner, id, &mut inbox, front).await;
+            return;
+        }
+        if ran {
+            recoveries_in_a_row = 0;
+        }
         if let Some(p) = policy.as_ref().filter(|_| ran) {
             match p.after_call(id, call, &outcome).await {
                 Ok(true) => match obj.snapshot().await {
@@ -169,6 +218,60 @@ pub(super) async fn run(
         served += 1;
         if served.is_multiple_of(YIELD_EVERY) && !inbox.is_empty() {
             tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Recoveries of an object in a row (its worker failing again each time)
+/// before it is given up as lost.
+const MAX_RECOVERIES: u32 = 3;
+
+/// The object again, in a new worker, from its policy's checkpoint: its
+/// state, its outgoing-call counter and the calls to replay.
+async fn recover_in_new_worker(
+    inner: &Arc<NodeInner>,
+    id: ObjectId,
+    type_name: &str,
+    policy: &Arc<dyn FaultPolicy>,
+) -> Result<(Box<dyn Hosted>, u64, Vec<IncomingCall>), String> {
+    let rec = policy
+        .recover(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("its policy keeps no checkpoint of it")?;
+    let entry = inner
+        .types
+        .get(type_name, inner.me.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let obj = entry.restore(id, &rec.state).await?;
+    Ok((obj, rec.next_call_seq, rec.replay))
+}
+
+/// Forgets an object that died here; its queued calls, and later ones, get
+/// `ObjectLost`.
+async fn lose_object(
+    inner: &Arc<NodeInner>,
+    id: ObjectId,
+    inbox: &mut mpsc::UnboundedReceiver<InboxMsg>,
+    front: VecDeque<Invocation>,
+) {
+    let epoch = lock(&inner.catalog).slot(&id).map(|s| s.epoch);
+    if let Some(epoch) = epoch {
+        lock(&inner.catalog).lose(id, epoch);
+    }
+    inbox.close();
+    let mut queued: Vec<Invocation> = front.into_iter().collect();
+    while let Some(msg) = inbox.recv().await {
+        if let InboxMsg::Call(inv) = msg {
+            queued.push(inv);
+        }
+    }
+    for inv in queued {
+        if let Some((origin, request_id)) = inv.origin.as_ref() {
+            inner
+                .reply(origin, *request_id, Err(RemoteError::ObjectLost(id)))
+                .await;
         }
     }
 }

@@ -193,6 +193,18 @@ impl Catalog {
         }
     }
 
+    /// The object died here (its worker process failed and its policy keeps
+    /// no copy): forgotten, and reported lost to callers from now on, if
+    /// hosting `epoch` is still the current one.
+    pub(super) fn lose(&mut self, id: ObjectId, epoch: u64) -> bool {
+        if !self.holds(&id, epoch) {
+            return false;
+        }
+        self.slots.remove(&id);
+        self.lost.insert(id);
+        true
+    }
+
     pub(super) fn mark_lost(&mut self, id: ObjectId) {
         self.lost.insert(id);
     }

@@ -195,6 +195,17 @@ pub async fn publish(
         size: manifest.size,
         already: true,
     };
+    // the manifest records first: reading one that does not exist would make
+    // a client whose calls are re-sent (a run under a fault-tolerance policy)
+    // ask again for a while
+    for t in &manifest.types {
+        for copy in 0..COPIES {
+            let id = manifest_id(t, copy);
+            if let Err(e) = create_once::<Manifests>(node, id, t.clone()).await {
+                debug!(record = %id, "could not create a manifest record: {e}");
+            }
+        }
+    }
     // the same binary by the same publisher already there: nothing to send
     let mut have_all = true;
     for t in &manifest.types {

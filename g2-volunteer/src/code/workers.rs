@@ -79,6 +79,9 @@ pub struct CodeStatus {
     pub sandbox: Vec<String>,
 }
 
+/// Ended workers `g2 status` still lists.
+const ENDED_KEPT: usize = 8;
+
 /// The volunteer's [`TypeProvider`]: code from the network, run in workers.
 pub struct NetworkCode {
     settings: CodeSettings,
@@ -88,6 +91,8 @@ pub struct NetworkCode {
     per_type: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Workers by bundle hash.
     running: Mutex<HashMap<String, Arc<Running>>>,
+    /// Workers that ended and were replaced, the newest last (for status).
+    ended: Mutex<std::collections::VecDeque<Arc<Running>>>,
     fetches: AtomicU64,
 }
 
@@ -102,6 +107,7 @@ impl NetworkCode {
             node: OnceLock::new(),
             per_type: Mutex::default(),
             running: Mutex::default(),
+            ended: Mutex::default(),
             fetches: AtomicU64::new(0),
         })
     }
@@ -118,7 +124,8 @@ impl NetworkCode {
 
     /// What `g2 status` shows.
     pub fn status(&self) -> CodeStatus {
-        let running: Vec<Arc<Running>> = lock(&self.running).values().cloned().collect();
+        let mut running: Vec<Arc<Running>> = lock(&self.ended).iter().cloned().collect();
+        running.extend(lock(&self.running).values().cloned());
         CodeStatus {
             bundles: self.cache.entries(),
             workers: running
@@ -273,7 +280,14 @@ impl NetworkCode {
             manifest: manifest.clone(),
             child: Mutex::new(Some(child)),
         });
-        lock(&self.running).insert(manifest.binary_blake3.clone(), running.clone());
+        let replaced = lock(&self.running).insert(manifest.binary_blake3.clone(), running.clone());
+        if let Some(old) = replaced {
+            let mut ended = lock(&self.ended);
+            ended.push_back(old);
+            while ended.len() > ENDED_KEPT {
+                ended.pop_front();
+            }
+        }
         Ok(running)
     }
 }
