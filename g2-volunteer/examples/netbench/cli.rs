@@ -57,6 +57,11 @@ pub struct Opts {
     /// The `tsp-islands` binary (default: built with cargo next to this one).
     #[arg(long)]
     pub tsp_bin: Option<PathBuf>,
+    /// Run the TSP on plain `g2 volunteer`s that fetch the islands' code from
+    /// the network (signed by a key made for the benchmark) and run it in
+    /// workers, instead of `tsp-islands volunteer`s with the islands linked in.
+    #[arg(long)]
+    pub plain_volunteers: bool,
     /// Arguments of the TSP runs (`tsp-islands run --connect ... <these>`).
     #[arg(
         long,

@@ -19,6 +19,38 @@ fn tsp_binary(o: &Opts) -> Result<PathBuf, String> {
     if let Some(b) = &o.tsp_bin {
         return Ok(b.clone());
     }
+    build_sibling("tsp-islands", &["-p", "tsp-islands"])
+}
+
+/// With `--plain-volunteers`: the `g2` binary, and a publisher key it made
+/// (its file and public half).
+struct Plain {
+    g2: PathBuf,
+    key_file: PathBuf,
+    key: String,
+}
+
+fn plain(dir: &Path) -> Result<Plain, String> {
+    let g2 = build_sibling("g2", &["-p", "g2-volunteer", "--bin", "g2"])?;
+    let key_file = dir.join("publisher.key");
+    let out = Command::new(&g2)
+        .args(["keygen", "--key"])
+        .arg(&key_file)
+        .output()
+        .map_err(s("g2 keygen"))?;
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || key.len() != 64 {
+        return Err(format!(
+            "g2 keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(Plain { g2, key_file, key })
+}
+
+/// Builds binary `name` with `cargo build <what>` in this example's profile,
+/// next to it in the target dir.
+fn build_sibling(name: &str, what: &[&str]) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(s("current_exe"))?;
     // <target>/<profile>/examples/netbench
     let profile_dir = exe
@@ -29,8 +61,7 @@ fn tsp_binary(o: &Opts) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&ws)
-        .args(["build", "-q", "-p", "tsp-islands"]);
+    cmd.current_dir(&ws).args(["build", "-q"]).args(what);
     if !cfg!(feature = "rocksdb") {
         // built as this example was: without RocksDB (the benchmark needs none)
         cmd.arg("--no-default-features");
@@ -39,14 +70,14 @@ fn tsp_binary(o: &Opts) -> Result<PathBuf, String> {
         cmd.arg("--release");
     }
     eprintln!(
-        "netbench: building tsp-islands ({})...",
+        "netbench: building {name} ({})...",
         if release { "release" } else { "debug" }
     );
     let ok = cmd.status().is_ok_and(|s| s.success());
-    let bin = profile_dir.join("tsp-islands");
+    let bin = profile_dir.join(name);
     if !bin.exists() {
         return Err(format!(
-            "{} not found{}; build it or pass --tsp-bin",
+            "{} not found{}; build it (or pass --tsp-bin)",
             bin.display(),
             if ok { "" } else { " (cargo build failed)" }
         ));
@@ -87,8 +118,10 @@ fn free_udp_port() -> Result<u16, String> {
 }
 
 /// One TSP run: volunteers with (cpu, data dir), the client on `client_cpus`.
+#[allow(clippy::too_many_arguments)]
 fn tsp_case(
     bin: &Path,
+    plain: Option<&Plain>,
     label: &str,
     volunteers: &[(Option<&str>, &Path)],
     client_cpus: Option<&str>,
@@ -100,12 +133,15 @@ fn tsp_case(
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for (i, (cpu, dir)) in volunteers.iter().enumerate() {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
-        let mut cmd = pinned(*cpu, bin);
+        let mut cmd = pinned(*cpu, plain.map_or(bin, |p| &p.g2));
         cmd.arg("volunteer")
             .args(["--network", &network, "--listen", &addr.to_string()])
             .arg("--data-dir")
             .arg(dir)
             .env("RUST_LOG", "warn");
+        if let Some(p) = plain {
+            cmd.args(["--trusted-publisher", &p.key]);
+        }
         if let Some(first) = addrs.first() {
             cmd.args(["--bootstrap", &first.to_string()]);
         }
@@ -164,6 +200,14 @@ fn tsp_case(
         ])
         .args(args)
         .env("RUST_LOG", "warn");
+    match plain {
+        Some(p) => {
+            cmd.arg("--publisher-key").arg(&p.key_file);
+        }
+        None => {
+            cmd.arg("--no-publish");
+        }
+    }
     let log = std::fs::File::create(log_dir.join(format!("{label}-client.log")))
         .map_err(s("log file"))?;
     let mut client = Proc::spawn("tsp client", cmd, Stdio::from(log))?;
@@ -202,6 +246,12 @@ pub fn tsp_bench(o: &Opts, pin: bool) -> Result<Value, String> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(s("temp dir"))?;
     let [d1, d2] = volunteer_keys(&dir)?;
+    let plain = if o.plain_volunteers {
+        Some(plain(&dir)?)
+    } else {
+        None
+    };
+    let plain = plain.as_ref();
     let args: Vec<String> = o.tsp_args.split_whitespace().map(String::from).collect();
     let cpu = |c: &'static str| pin.then_some(c);
     let rounds = o.tsp_rounds.max(1);
@@ -209,12 +259,21 @@ pub fn tsp_bench(o: &Opts, pin: bool) -> Result<Value, String> {
     let mut ceilings: Vec<(f64, f64)> = Vec::new();
     for round in 1..=rounds {
         eprintln!("netbench: TSP round {round}/{rounds}, 1 volunteer...");
-        let one = tsp_case(&bin, "one", &[(cpu("0"), &d1)], cpu("0"), &args, &dir)?;
+        let one = tsp_case(
+            &bin,
+            plain,
+            "one",
+            &[(cpu("0"), &d1)],
+            cpu("0"),
+            &args,
+            &dir,
+        )?;
         eprintln!(
             "netbench: TSP round {round}/{rounds}, 2 volunteers, client pinned with volunteer 1..."
         );
         let two_pinned = tsp_case(
             &bin,
+            plain,
             "two-pinned",
             &[(cpu("0"), &d1), (cpu("1"), &d2)],
             cpu("0"),
@@ -224,6 +283,7 @@ pub fn tsp_bench(o: &Opts, pin: bool) -> Result<Value, String> {
         eprintln!("netbench: TSP round {round}/{rounds}, 2 volunteers, client on both CPUs...");
         let two_float = tsp_case(
             &bin,
+            plain,
             "two-floating",
             &[(cpu("0"), &d1), (cpu("1"), &d2)],
             cpu("0,1"),
@@ -254,6 +314,7 @@ pub fn tsp_bench(o: &Opts, pin: bool) -> Result<Value, String> {
     };
     let r = json!({
         "args": o.tsp_args,
+        "plain_volunteers": o.plain_volunteers,
         "one": one,
         "two_pinned": two_pinned,
         "two_floating": two_float,
