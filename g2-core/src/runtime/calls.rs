@@ -297,6 +297,21 @@ impl NodeInner {
         timeout: Option<Duration>,
         via: Option<Peer>,
     ) -> Result<Vec<u8>, CallError> {
+        self.send_and_wait_as(target, kind, what, timeout, via, false)
+            .await
+    }
+
+    /// As [`Self::send_and_wait`]; with `via_record`, the request says the
+    /// root placed it on `via` (which then serves it instead of routing it).
+    pub(super) async fn send_and_wait_as(
+        self: &Arc<Self>,
+        target: ObjectId,
+        kind: RequestKind,
+        what: &str,
+        timeout: Option<Duration>,
+        via: Option<Peer>,
+        via_record: bool,
+    ) -> Result<Vec<u8>, CallError> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(CallError::NodeStopped);
         }
@@ -315,7 +330,7 @@ impl NodeInner {
             origin: self.me.clone(),
             target,
             hops: 0,
-            via_record: false,
+            via_record,
             past_forwarding: false,
             kind,
         };

@@ -174,6 +174,50 @@ impl NodeInner {
             host: to.clone(),
             policy: policy.clone(),
         });
+        if let RequestKind::Create {
+            type_name,
+            init,
+            policy,
+        } = &req.kind
+            && !self.types.is_linked(type_name)
+        {
+            // code this node was not built with: the neighbour may not be able
+            // to run it either, so wait for its answer and host the object
+            // elsewhere if it cannot (the reply then goes back from here)
+            let kind = RequestKind::Create {
+                type_name: type_name.clone(),
+                init: init.clone(),
+                policy: policy.clone(),
+            };
+            let me = self.clone();
+            self.spawn(async move {
+                debug!(object = %req.target, to = %to, "placing a new object on a less-loaded neighbour");
+                let r = me
+                    .send_and_wait_as(req.target, kind, "create", None, Some(to.clone()), true)
+                    .await;
+                match r {
+                    Ok(v) => me.reply(&req.origin, req.id, Ok(v)).await,
+                    Err(crate::CallError::Remote(RemoteError::CodeUnavailable { reason, .. })) => {
+                        debug!(object = %req.target, to = %to, "the neighbour cannot run the type ({reason}); placing it again");
+                        lock(&me.placements).remove(&req.target);
+                        let mut req = req;
+                        req.via_record = true;
+                        me.deliver_local(req).await;
+                    }
+                    Err(e) => {
+                        let e = match e {
+                            crate::CallError::Remote(r) => r,
+                            other => RemoteError::NoRoute {
+                                target: req.target,
+                                reason: format!("placing it on {to}: {other}"),
+                            },
+                        };
+                        me.reply(&req.origin, req.id, Err(e)).await;
+                    }
+                }
+            });
+            return;
+        }
         let mut fwd = req.clone();
         fwd.via_record = true;
         fwd.hops += 1;
@@ -184,6 +228,84 @@ impl NodeInner {
             self.peer_unreachable(to.id);
             req.via_record = true;
             Box::pin(self.deliver_local(req)).await;
+        }
+    }
+
+    /// A new object this root cannot run (it has no code for the type, or
+    /// will not run it): the neighbours that host are asked in turn, nearest
+    /// first, and the one that takes it gets a placement record here. When
+    /// none can, the creator hears why from each.
+    pub(super) async fn place_where_code_runs(
+        self: &Arc<Self>,
+        target: ObjectId,
+        type_name: String,
+        init: Vec<u8>,
+        policy: String,
+        refused: RemoteError,
+    ) -> Result<Vec<u8>, RemoteError> {
+        // those known to host first, then those not heard from yet; never one
+        // that said it hosts nothing
+        let neighbours = self.neighbours();
+        let candidates: Vec<Peer> = {
+            let balancer = lock(&self.balancer);
+            let mut c = balancer.hosting_among(&neighbours);
+            c.extend(
+                neighbours
+                    .iter()
+                    .filter(|p| !balancer.known_not_hosting(p.id) && !c.contains(p))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            c
+        };
+        let mut others = Vec::new();
+        for to in candidates {
+            lock(&self.placements).insert(wire::Placement {
+                object: target,
+                host: to.clone(),
+                policy: policy.clone(),
+            });
+            let kind = RequestKind::Create {
+                type_name: type_name.clone(),
+                init: init.clone(),
+                policy: policy.clone(),
+            };
+            debug!(object = %target, to = %to, r#type = %type_name, "no code here for the type; asking a neighbour to host it");
+            match self
+                .send_and_wait_as(target, kind, "create", None, Some(to.clone()), true)
+                .await
+            {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    lock(&self.placements).remove(&target);
+                    let reason = match e {
+                        crate::CallError::Remote(RemoteError::CodeUnavailable {
+                            reason, ..
+                        }) => reason,
+                        crate::CallError::Remote(e @ RemoteError::AlreadyExists(_)) => {
+                            return Err(e);
+                        }
+                        other => other.to_string(),
+                    };
+                    others.push(format!("{}: {reason}", to.id));
+                }
+            }
+        }
+        match (refused, others.is_empty()) {
+            (refused, true) => Err(refused),
+            (
+                RemoteError::CodeUnavailable {
+                    type_name,
+                    node,
+                    reason,
+                },
+                false,
+            ) => Err(RemoteError::CodeUnavailable {
+                type_name,
+                node,
+                reason: format!("{reason}; nor could its neighbours ({})", others.join("; ")),
+            }),
+            (refused, false) => Err(refused),
         }
     }
 

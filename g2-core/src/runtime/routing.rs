@@ -258,8 +258,16 @@ impl NodeInner {
                         placed,
                     )
                     .await;
-                self.reply(&req.origin, req.id, outcome.map(|()| Vec::new()))
-                    .await;
+                let outcome = match outcome {
+                    // the root has no code for the type: a neighbour that can
+                    // run it hosts the object, with a placement record here
+                    Err(refused @ RemoteError::CodeUnavailable { .. }) if !placed => {
+                        self.place_where_code_runs(req.target, type_name, init, policy, refused)
+                            .await
+                    }
+                    other => other.map(|()| Vec::new()),
+                };
+                self.reply(&req.origin, req.id, outcome).await;
             }
             RequestKind::Migrate {
                 type_name,

@@ -1,0 +1,156 @@
+//! A root volunteer that cannot run a type (no code it trusts for it) does
+//! not fail the creation: a neighbour that can hosts the object, with a
+//! placement record at the root; calls find it there.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+#[macro_use]
+mod common;
+
+use common::{Routing, TestNet};
+use g2::prelude::*;
+use g2::worker::{WorkerBuilder, WorkerConn, WorkerType};
+use g2::{DynamicType, TypeProvider};
+use serde::{Deserialize, Serialize};
+
+#[g2::remote]
+pub trait Link {
+    /// Counts a visit, then passes the token on `hops` more times round the ring.
+    async fn pass(&mut self, hops: u32) -> u32;
+    async fn set_next(&mut self, next: LinkRef);
+    async fn visits(&mut self) -> u64;
+}
+
+#[derive(Serialize, Deserialize)]
+struct Station {
+    index: u32,
+    visits: u64,
+    next: Option<LinkRef>,
+}
+
+impl Object for Station {
+    const TYPE_NAME: &'static str = "test.Station";
+    type Init = u32;
+    type Ref = LinkRef;
+    fn activate(index: u32) -> Self {
+        Station {
+            index,
+            visits: 0,
+            next: None,
+        }
+    }
+}
+
+impl Link for Station {
+    async fn pass(&mut self, hops: u32) -> u32 {
+        self.visits += 1;
+        match (&self.next, hops) {
+            (Some(next), h) if h > 0 => match next.pass(h - 1).await {
+                Ok(n) => n + 1,
+                Err(e) => panic!("station {} could not pass on: {e}", self.index),
+            },
+            _ => 1,
+        }
+    }
+    async fn set_next(&mut self, next: LinkRef) {
+        self.next = Some(next);
+    }
+    async fn visits(&mut self) -> u64 {
+        self.visits
+    }
+}
+
+/// Runs `Station` in a worker on an in-memory socket, started on first use.
+#[derive(Default)]
+struct InMemoryWorker {
+    conn: tokio::sync::OnceCell<WorkerConn>,
+}
+
+#[async_trait::async_trait]
+impl TypeProvider for InMemoryWorker {
+    async fn resolve(&self, type_name: &str) -> Result<Arc<dyn DynamicType>, String> {
+        if type_name != Station::TYPE_NAME {
+            return Err(format!("no worker serves {type_name}"));
+        }
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                let (a, b) = tokio::io::duplex(1 << 16);
+                tokio::spawn(g2::worker::serve(
+                    b,
+                    WorkerBuilder::default().register::<Station>(),
+                ));
+                WorkerConn::connect(a, "workers.test", "stations".into())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        Ok(Arc::new(WorkerType::new(conn.clone(), type_name)))
+    }
+}
+
+/// A volunteer whose owner trusts no publisher of stations.
+struct Refusing;
+
+#[async_trait::async_trait]
+impl TypeProvider for Refusing {
+    async fn resolve(&self, type_name: &str) -> Result<Arc<dyn DynamicType>, String> {
+        Err(format!(
+            "publisher abc of {type_name} is not trusted by this volunteer"
+        ))
+    }
+}
+
+/// Nodes built so far: the first refuses stations, the others run them.
+static BUILT: AtomicUsize = AtomicUsize::new(0);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_that_cannot_run_a_type_places_its_objects_on_a_neighbour_that_can() {
+    let net = TestNet::new(
+        Routing::Pastry,
+        "workers.test",
+        3,
+        Duration::from_secs(20),
+        |b| {
+            if BUILT.fetch_add(1, Ordering::SeqCst) == 0 {
+                b.type_provider(Arc::new(Refusing))
+            } else {
+                b.type_provider(Arc::new(InMemoryWorker::default()))
+            }
+        },
+    )
+    .await;
+    let refusing = net.nodes[0].clone();
+    // given objects some of which the refusing node is the root of
+    let mut ring = Vec::new();
+    let mut rooted_there = 0;
+    for i in 0..24u32 {
+        let id = ObjectId::random();
+        rooted_there += usize::from(net.root(id.key()) == refusing.id());
+        ring.push(
+            refusing
+                .create_with_id::<Station>(id, i)
+                .await
+                .expect("created on a neighbour"),
+        );
+    }
+    assert!(
+        rooted_there > 0,
+        "no object was rooted at the refusing node: the test proved nothing"
+    );
+    // then none runs there, all run elsewhere, and calls reach them
+    assert!(refusing.hosted_objects().is_empty());
+    let hosted: usize = net.live().iter().map(|n| n.hosted_objects().len()).sum();
+    assert_eq!(hosted, 24);
+    for (i, s) in ring.iter().enumerate() {
+        s.set_next(ring[(i + 1) % ring.len()].clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(ring[0].pass(23).await.unwrap(), 24);
+    for s in &ring {
+        assert_eq!(s.visits().await.unwrap(), 1);
+    }
+}
