@@ -304,7 +304,10 @@ pub async fn fetch_binary(node: &Node, manifest: &Manifest) -> Result<Vec<u8>, C
     let mut chunks = futures::stream::iter(jobs.into_iter().map(|(i, h, node, binary)| async move {
         let hash = super::bundle::parse_hash(&h).map_err(CodeError::Malformed)?;
         let mut why = Vec::new();
-        for copy in 0..COPIES {
+        // starting from a random copy spreads many volunteers' first fetch of
+        // a new bundle over the copies' hosts
+        let first = uuid::Uuid::new_v4().as_bytes()[0] % COPIES;
+        for copy in (0..COPIES).map(|c| (first + c) % COPIES) {
             let id = chunk_id(&hash, copy);
             let rec = node
                 .reference::<ChunkRecordRef>(id)
