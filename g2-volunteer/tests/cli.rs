@@ -167,3 +167,57 @@ fn bad_settings_are_refused_with_a_clear_message() {
         .unwrap();
     assert!(!out.status.success(), "no volunteer there");
 }
+
+#[test]
+fn trusted_publishers_come_from_g2_toml_and_a_bad_key_is_refused() {
+    let dir = std::env::temp_dir().join(format!("g2-trust-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // a key made by g2 keygen, trusted in g2.toml: the volunteer starts
+    let out = Command::new(G2)
+        .args(["keygen", "--key"])
+        .arg(dir.join("publisher.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(key.len(), 64);
+    // keygen again prints the same key
+    let again = Command::new(G2)
+        .args(["keygen", "--key"])
+        .arg(dir.join("publisher.key"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), key);
+    let cfg = dir.join("g2.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "network = \"trust.test\"\nlisten = \"127.0.0.1:0\"\ndata-dir = \"{}\"\ntrusted-publishers = [\"{key}\"]\ncode-cache-mb = 64\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let (p, addr) = start(&["--config", cfg.to_str().unwrap()]);
+    let s = status(&addr);
+    assert_eq!(s["code"]["fetches"], 0);
+    assert_eq!(s["code"]["workers"].as_array().map(Vec::len), Some(0));
+    drop(p);
+    // a key that is not one
+    std::fs::write(
+        &cfg,
+        "network = \"trust.test\"\nlisten = \"127.0.0.1:0\"\ntrusted-publishers = [\"not-a-key\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(G2)
+        .args(["volunteer", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("trusted publisher") && err.contains("not-a-key"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
