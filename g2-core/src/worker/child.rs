@@ -11,10 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::{
-    FromWorker, PROTOCOL_VERSION, ToWorker, WORKER_ENV, WorkerError, encode_frame, read_frame,
-    write_frames,
-};
+use super::{FromWorker, PROTOCOL_VERSION, ToWorker, WORKER_ENV, WorkerError, Writer, read_frame};
 use crate::id::ObjectId;
 use crate::runtime::error::CallError;
 use crate::runtime::object::{Hosted, Object, TypeEntry};
@@ -92,24 +89,17 @@ where
     let types: HashMap<&'static str, TypeEntry> =
         builder.types.into_iter().map(|t| (t.name, t)).collect();
     let (mut r, w) = tokio::io::split(stream);
-    let (out, out_rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_frames(w, out_rx));
-    let send = |msg: &FromWorker| match encode_frame(msg) {
-        Ok(f) => {
-            let _ = out.send(f);
-        }
-        Err(e) => warn!("could not encode a frame for the parent: {e}"),
-    };
+    let out = Writer::new(w);
     let network = match read_frame::<_, ToWorker>(&mut r).await? {
         Some(ToWorker::Hello { version, network }) if version == PROTOCOL_VERSION => network,
         Some(ToWorker::Hello { version, .. }) => {
             let reason =
                 format!("parent speaks protocol {version}, this worker {PROTOCOL_VERSION}");
-            send(&FromWorker::Refused {
+            out.send(&FromWorker::Refused {
                 reason: reason.clone(),
-            });
-            drop(out);
-            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            })
+            .await;
+            out.shutdown().await;
             return Err(WorkerError::Protocol(reason));
         }
         Some(other) => {
@@ -121,11 +111,12 @@ where
     };
     let mut names: Vec<String> = types.keys().map(|s| s.to_string()).collect();
     names.sort();
-    send(&FromWorker::Hello {
+    out.send(&FromWorker::Hello {
         version: PROTOCOL_VERSION,
         types: names,
         pid: std::process::id(),
-    });
+    })
+    .await;
     let link = Arc::new(Link {
         out: out.clone(),
         network,
@@ -147,34 +138,40 @@ where
                 object,
                 type_name,
                 init,
-            } => start_object(
-                &types,
-                &link,
-                &mut objects,
-                req,
-                slot,
-                object,
-                &type_name,
-                init,
-                false,
-            ),
+            } => {
+                start_object(
+                    &types,
+                    &link,
+                    &mut objects,
+                    req,
+                    slot,
+                    object,
+                    &type_name,
+                    init,
+                    false,
+                )
+                .await
+            }
             ToWorker::Restore {
                 req,
                 slot,
                 object,
                 type_name,
                 state,
-            } => start_object(
-                &types,
-                &link,
-                &mut objects,
-                req,
-                slot,
-                object,
-                &type_name,
-                state,
-                true,
-            ),
+            } => {
+                start_object(
+                    &types,
+                    &link,
+                    &mut objects,
+                    req,
+                    slot,
+                    object,
+                    &type_name,
+                    state,
+                    true,
+                )
+                .await
+            }
             ToWorker::Call {
                 req,
                 slot,
@@ -189,7 +186,8 @@ where
                         result: Err(RemoteError::WorkerFailed(format!(
                             "no object in slot {slot}"
                         ))),
-                    });
+                    })
+                    .await;
                 }
             }
             ToWorker::Snapshot { req, slot } => {
@@ -202,7 +200,8 @@ where
                         result: Err(RemoteError::WorkerFailed(format!(
                             "no object in slot {slot}"
                         ))),
-                    });
+                    })
+                    .await;
                 }
             }
             ToWorker::Drop { slot } => {
@@ -219,10 +218,7 @@ where
     drop(objects);
     // calls waiting for the parent end with the connection
     lock(&link.pending).clear();
-    drop(link);
-    drop(out);
-    // (an object still running a method holds the writer open; do not wait for it)
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    out.shutdown().await;
     result
 }
 
@@ -240,20 +236,15 @@ enum Cmd {
 
 /// The worker's way back to its parent, shared by its objects.
 struct Link {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: Writer,
     network: String,
     pending: std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, CallError>>>>,
     next: AtomicU64,
 }
 
 impl Link {
-    fn send(&self, msg: &FromWorker) {
-        match encode_frame(msg) {
-            Ok(f) => {
-                let _ = self.out.send(f);
-            }
-            Err(e) => warn!("could not encode a frame for the parent: {e}"),
-        }
+    async fn send(&self, msg: &FromWorker) {
+        self.out.send(msg).await;
     }
 }
 
@@ -293,20 +284,23 @@ pub(crate) async fn call_through_parent(
     let req = outlet.link.next.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
     lock(&outlet.link.pending).insert(req, tx);
-    outlet.link.send(&FromWorker::Call {
-        req,
-        slot: outlet.slot,
-        target: target.clone(),
-        method: method.to_string(),
-        args: ByteVec(args),
-        oneway,
-        timeout_ms: timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64),
-    });
+    outlet
+        .link
+        .send(&FromWorker::Call {
+            req,
+            slot: outlet.slot,
+            target: target.clone(),
+            method: method.to_string(),
+            args: ByteVec(args),
+            oneway,
+            timeout_ms: timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+        })
+        .await;
     rx.await.unwrap_or(Err(CallError::NodeStopped))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn start_object(
+async fn start_object(
     types: &HashMap<&'static str, TypeEntry>,
     link: &Arc<Link>,
     objects: &mut HashMap<u64, mpsc::UnboundedSender<Cmd>>,
@@ -325,7 +319,8 @@ fn start_object(
                 node: crate::id::NodeId::from_u128(0),
                 reason: "the worker does not serve this type".into(),
             }),
-        });
+        })
+        .await;
         return;
     };
     let (tx, rx) = mpsc::unbounded_channel();
@@ -342,7 +337,8 @@ fn start_object(
                 link.send(&FromWorker::Done {
                     req,
                     result: Ok(ByteVec::default()),
-                });
+                })
+                .await;
                 obj
             }
             Err(reason) => {
@@ -353,7 +349,8 @@ fn start_object(
                         what: format!("{what} of {}", entry.name),
                         reason,
                     }),
-                });
+                })
+                .await;
                 return;
             }
         };
@@ -392,7 +389,8 @@ async fn run_object(
                 link.send(&FromWorker::Done {
                     req,
                     result: result.map(ByteVec),
-                });
+                })
+                .await;
             }
             Cmd::Snapshot { req } => {
                 let result =
@@ -403,7 +401,7 @@ async fn run_object(
                             what: format!("state of {object}"),
                             reason,
                         });
-                link.send(&FromWorker::Done { req, result });
+                link.send(&FromWorker::Done { req, result }).await;
             }
         }
     }

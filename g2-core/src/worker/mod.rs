@@ -238,27 +238,56 @@ pub(crate) fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, WorkerError
     Ok(frame)
 }
 
-/// Writes encoded frames from `rx` until it closes or the socket fails.
-pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
-) {
-    while let Some(frame) = rx.recv().await {
-        if let Err(e) = w.write_all(&frame).await {
-            tracing::debug!("worker socket closed while writing: {e}");
-            return;
-        }
-        // send what queued in one go before flushing
-        while let Ok(frame) = rx.try_recv() {
-            if w.write_all(&frame).await.is_err() {
-                return;
-            }
-        }
-        if w.flush().await.is_err() {
-            return;
+/// One side's writing half of the socket: whoever sends a frame writes it
+/// (no writer task in between, so a reply leaves as soon as it is made).
+#[derive(Clone)]
+pub(crate) struct Writer {
+    half: std::sync::Arc<tokio::sync::Mutex<std::pin::Pin<Box<dyn AsyncWrite + Send>>>>,
+}
+
+impl Writer {
+    pub(crate) fn new(w: impl AsyncWrite + Send + 'static) -> Self {
+        Self {
+            half: std::sync::Arc::new(tokio::sync::Mutex::new(Box::pin(w))),
         }
     }
-    let _ = w.shutdown().await;
+
+    /// Writes one encoded frame.
+    pub(crate) async fn write(&self, frame: &[u8]) -> std::io::Result<()> {
+        let mut w = self.half.lock().await;
+        w.write_all(frame).await?;
+        w.flush().await
+    }
+
+    /// Encodes and writes `msg`; a failure is logged (the reader sees the
+    /// socket close).
+    pub(crate) async fn send<T: Serialize>(&self, msg: &T) {
+        match encode_frame(msg) {
+            Ok(f) => {
+                if let Err(e) = self.write(&f).await {
+                    tracing::debug!("worker socket closed while writing: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("could not encode a worker frame: {e}"),
+        }
+    }
+
+    /// As [`Writer::send`], from code that cannot wait: a task writes it.
+    pub(crate) fn send_later<T: Serialize>(&self, msg: &T) {
+        let Ok(frame) = encode_frame(msg) else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let w = self.clone();
+        rt.spawn(async move {
+            let _ = w.write(&frame).await;
+        });
+    }
+
+    /// Ends the stream (the other side reads its end).
+    pub(crate) async fn shutdown(&self) {
+        let _ = self.half.lock().await.shutdown().await;
+    }
 }
 
 #[cfg(test)]

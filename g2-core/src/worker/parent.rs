@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::{
-    FromWorker, PROTOCOL_VERSION, ToWorker, WorkerError, encode_frame, read_frame, write_frames,
+    FromWorker, PROTOCOL_VERSION, ToWorker, WorkerError, Writer, encode_frame, read_frame,
 };
 use crate::id::ObjectId;
 use crate::runtime::context;
@@ -39,7 +39,7 @@ struct ConnInner {
     label: String,
     pid: u32,
     types: Vec<String>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: Writer,
     pending: Mutex<HashMap<u64, Answer>>,
     /// Per object running a method: where its outgoing calls go.
     calling: Mutex<HashMap<u64, mpsc::UnboundedSender<OutCall>>>,
@@ -70,12 +70,13 @@ impl WorkerConn {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (mut r, w) = tokio::io::split(stream);
-        let (out, out_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_frames(w, out_rx));
-        let _ = out.send(encode_frame(&ToWorker::Hello {
+        let out = Writer::new(w);
+        let hello = encode_frame(&ToWorker::Hello {
             version: PROTOCOL_VERSION,
             network: network.to_string(),
-        })?);
+        })?;
+        // (a worker that exits at once shows as the socket closing, below)
+        let _ = out.write(&hello).await;
         let first = match read_frame::<_, FromWorker>(&mut r).await {
             // it exited before reading our hello
             Err(WorkerError::Io(e))
@@ -128,7 +129,7 @@ impl WorkerConn {
             let why = loop {
                 match read_frame::<_, FromWorker>(&mut r).await {
                     Ok(Some(msg)) => {
-                        if let Err(e) = reader.handle(msg) {
+                        if let Err(e) = reader.handle(msg).await {
                             break e;
                         }
                     }
@@ -233,10 +234,7 @@ impl WorkerConn {
 
 impl ConnInner {
     /// Sends the request `make(req)` makes; its answer.
-    fn request<F: FnOnce(u64) -> ToWorker>(
-        &self,
-        make: F,
-    ) -> impl Future<Output = Result<ByteVec, RemoteError>> + use<F> {
+    async fn request<F: FnOnce(u64) -> ToWorker>(&self, make: F) -> Result<ByteVec, RemoteError> {
         let req = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let failed = lock(&self.failed).clone();
@@ -247,43 +245,31 @@ impl ConnInner {
                 match encode_frame(&make(req)) {
                     Ok(f) => self
                         .out
-                        .send(f)
-                        .map_err(|_| "its socket is closed".to_string()),
+                        .write(&f)
+                        .await
+                        .map_err(|e| format!("its socket is closed ({e})")),
                     Err(e) => Err(e.to_string()),
                 }
             }
         };
-        if let Err(why) = &sent {
+        if let Err(why) = sent {
             lock(&self.pending).remove(&req);
             warn!(worker = %self.label, "request to worker failed: {why}");
+            return Err(RemoteError::WorkerFailed(format!(
+                "worker {} (pid {}): {why}",
+                self.label, self.pid
+            )));
         }
-        let label = self.label.clone();
-        let pid = self.pid;
-        async move {
-            if let Err(why) = sent {
-                return Err(RemoteError::WorkerFailed(format!(
-                    "worker {label} (pid {pid}): {why}"
-                )));
-            }
-            rx.await.unwrap_or_else(|_| {
-                Err(RemoteError::WorkerFailed(format!(
-                    "worker {label} (pid {pid}) ended before answering"
-                )))
-            })
-        }
-    }
-
-    fn send(&self, msg: &ToWorker) {
-        match encode_frame(msg) {
-            Ok(f) => {
-                let _ = self.out.send(f);
-            }
-            Err(e) => warn!(worker = %self.label, "could not encode a frame for the worker: {e}"),
-        }
+        rx.await.unwrap_or_else(|_| {
+            Err(RemoteError::WorkerFailed(format!(
+                "worker {} (pid {}) ended before answering",
+                self.label, self.pid
+            )))
+        })
     }
 
     /// One frame from the worker; an error ends the connection.
-    fn handle(&self, msg: FromWorker) -> Result<(), String> {
+    async fn handle(&self, msg: FromWorker) -> Result<(), String> {
         match msg {
             FromWorker::Done { req, result } => match lock(&self.pending).remove(&req) {
                 Some(tx) => {
@@ -314,10 +300,12 @@ impl ConnInner {
                     Some(Ok(())) => {}
                     _ => {
                         debug!(worker = %self.label, slot, "a call from an object not running a method");
-                        self.send(&ToWorker::CallDone {
-                            req,
-                            result: Err(CallError::NoRuntime),
-                        });
+                        self.out
+                            .send(&ToWorker::CallDone {
+                                req,
+                                result: Err(CallError::NoRuntime),
+                            })
+                            .await;
                     }
                 }
                 Ok(())
@@ -344,6 +332,11 @@ impl ConnInner {
             ))));
         }
         lock(&self.calling).clear();
+        // the worker reads the end of its socket and exits
+        let out = self.out.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { out.shutdown().await });
+        }
     }
 }
 
@@ -392,7 +385,7 @@ impl Hosted for WorkerHosted {
                         });
                     }
                     Some((req, result)) = outgoing.next(), if !outgoing.is_empty() => {
-                        inner.send(&ToWorker::CallDone { req, result: result.map(ByteVec) });
+                        inner.out.send(&ToWorker::CallDone { req, result: result.map(ByteVec) }).await;
                     }
                 }
             };
@@ -414,7 +407,10 @@ impl Drop for WorkerHosted {
     fn drop(&mut self) {
         self.conn.inner.objects.fetch_sub(1, Ordering::Relaxed);
         if lock(&self.conn.inner.failed).is_none() {
-            self.conn.inner.send(&ToWorker::Drop { slot: self.slot });
+            self.conn
+                .inner
+                .out
+                .send_later(&ToWorker::Drop { slot: self.slot });
         }
         debug!(object = %self.object, worker = %self.conn.inner.label, "object dropped from its worker");
     }
