@@ -40,6 +40,8 @@ pub(super) struct ObjectSlot {
     pub(super) arrival: Option<Arrival>,
     /// Frozen for a transfer out: calls queue, nothing runs.
     pub(super) migrating: bool,
+    /// A passive record ([`Object::PASSIVE`](crate::Object::PASSIVE)): not load.
+    pub(super) passive: bool,
     /// Hosted here by load balancing though this node is not the object's root
     /// (whose placement record points here): left where it is when objects go
     /// to their roots.
@@ -116,7 +118,11 @@ impl Catalog {
 
     /// Objects running here (frozen copies on their way out not counted).
     pub(super) fn running(&self) -> u32 {
-        let n = self.slots.values().filter(|s| !s.migrating).count();
+        let n = self
+            .slots
+            .values()
+            .filter(|s| !s.migrating && !s.passive)
+            .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
@@ -228,6 +234,7 @@ impl Catalog {
             .iter()
             .filter(|(_, s)| {
                 !s.migrating
+                    && !s.passive
                     && (!hosting
                         || s.arrived
                             .is_none_or(|t| now.saturating_duration_since(t) >= min_stay))
@@ -435,6 +442,7 @@ impl NodeInner {
             policy: policy_name.to_string(),
             arrival: policy.map(|p| (p, Arc::new(tokio::sync::Mutex::new(())))),
             migrating: false,
+            passive: entry.passive,
             placed,
             arrived,
             epoch: 0, // set by the catalog
@@ -463,6 +471,7 @@ mod tests {
             policy: "none".into(),
             arrival: None,
             migrating: false,
+            passive: false,
             placed,
             arrived,
             epoch: 0,
@@ -519,5 +528,20 @@ mod tests {
         // a node that does not host keeps none
         let (movable, _) = c.movable(false, stay, t0);
         assert_eq!(movable.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn passive_records_are_neither_load_nor_moved_by_balancing() {
+        let mut c = Catalog::default();
+        let t0 = Instant::now();
+        c.insert(ObjectId::from_u128(1), slot(false, None));
+        let mut record = slot(false, None);
+        record.passive = true;
+        c.insert(ObjectId::from_u128(2), record);
+        assert_eq!(c.running(), 1);
+        let (movable, running) = c.movable(true, Duration::ZERO, t0);
+        assert_eq!(running, 1);
+        assert_eq!(movable, vec![(ObjectId::from_u128(1), false)]);
+        assert_eq!(c.len(), 2, "both hosted");
     }
 }

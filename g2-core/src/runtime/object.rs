@@ -33,6 +33,10 @@ pub trait Object: Serialize + DeserializeOwned + Send + 'static {
     type Ref: RemoteRef + Dispatch<Self>;
     /// Builds the object on the node that will host it.
     fn activate(init: Self::Init) -> Self;
+    /// A record that only stores data and takes no CPU to speak of (code
+    /// chunks, say): it does not count as load, so load balancing neither
+    /// evens it out nor moves it; it lives at its root.
+    const PASSIVE: bool = false;
 }
 
 /// The future a dispatcher returns: the CBOR-encoded result.
@@ -285,6 +289,8 @@ enum Make {
 #[derive(Clone)]
 pub(crate) struct TypeEntry {
     pub(crate) name: &'static str,
+    /// [`Object::PASSIVE`].
+    pub(crate) passive: bool,
     make: Make,
 }
 
@@ -300,6 +306,7 @@ impl TypeEntry {
         }
         Self {
             name: T::TYPE_NAME,
+            passive: T::PASSIVE,
             make: Make::Linked {
                 activate: activate::<T>,
                 restore: restore::<T>,
@@ -346,6 +353,11 @@ impl Types {
         Self { linked, provider }
     }
 
+    /// Whether `type_name` is a linked passive record type.
+    pub(crate) fn is_passive(&self, type_name: &str) -> bool {
+        self.linked.get(type_name).is_some_and(|t| t.passive)
+    }
+
     /// Whether `type_name` is linked into this binary.
     pub(crate) fn is_linked(&self, type_name: &str) -> bool {
         self.linked.contains_key(type_name)
@@ -369,6 +381,7 @@ impl Types {
         match provider.resolve(type_name).await {
             Ok(t) => Ok(TypeEntry {
                 name: intern(type_name),
+                passive: false,
                 make: Make::Dynamic(t),
             }),
             Err(reason) => Err(RemoteError::CodeUnavailable {

@@ -153,7 +153,11 @@ impl NodeInner {
     /// reported.
     pub(super) async fn place_new_object(self: &Arc<Self>, mut req: Request) {
         let key = req.target.key();
+        let passive = matches!(&req.kind, RequestKind::Create { type_name, .. } if self.types.is_passive(type_name));
         let to = match self.placement_target(key) {
+            // a passive record is no load: it lives at its root, unless this
+            // node hosts nothing
+            Some(_) if passive && self.host_objects => None,
             Some(_) => {
                 self.refresh_loads(&self.neighbours()).await;
                 self.placement_target(key)

@@ -65,6 +65,7 @@ impl Object for Chunk {
     fn activate(init: Chunk) -> Self {
         init
     }
+    const PASSIVE: bool = true;
 }
 
 impl ChunkRecord for Chunk {
@@ -90,6 +91,7 @@ impl Object for Manifests {
             entries: Vec::new(),
         }
     }
+    const PASSIVE: bool = true;
 }
 
 impl ManifestRecord for Manifests {
