@@ -18,7 +18,7 @@ async fn network(n: usize) -> TestNet {
         "code.test",
         n,
         Duration::from_secs(20),
-        |b| register_records(b),
+        register_records,
     )
     .await
 }

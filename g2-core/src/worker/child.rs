@@ -234,11 +234,14 @@ enum Cmd {
     },
 }
 
+/// Where the answer to an object's outgoing call goes.
+type CallAnswer = oneshot::Sender<Result<Vec<u8>, CallError>>;
+
 /// The worker's way back to its parent, shared by its objects.
 struct Link {
     out: Writer,
     network: String,
-    pending: std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, CallError>>>>,
+    pending: std::sync::Mutex<HashMap<u64, CallAnswer>>,
     next: AtomicU64,
 }
 

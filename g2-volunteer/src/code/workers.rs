@@ -170,9 +170,10 @@ impl NetworkCode {
     async fn choose(&self, node: &Node, type_name: &str) -> Result<Manifest, String> {
         let found = list_manifests(node, type_name).await;
         if found.is_empty() {
-            return Err(format!(
+            return Err(
                 "no code for it is published on this network (its client publishes it when it starts a run)"
-            ));
+                    .to_string(),
+            );
         }
         let (trusted, untrusted): (Vec<_>, Vec<_>) = found
             .into_iter()
