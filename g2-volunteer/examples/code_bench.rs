@@ -108,17 +108,10 @@ fn volunteer() -> Result<(), String> {
     let cli = VolunteerCli::parse();
     let cfg = g2_volunteer::VolunteerConfig::resolve(&cli.args).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let v = g2_volunteer::Volunteer::start(&cfg, |b| b.register::<Linked>())
-            .await
-            .map_err(|e| e.to_string())?;
-        println!(
-            "volunteer {} listening on {}",
-            v.node().id(),
-            v.local_addr()
-        );
-        v.run_until_shutdown().await.map_err(|e| e.to_string())
-    })
+    rt.block_on(g2_volunteer::Volunteer::serve(&cfg, |b| {
+        b.register::<Linked>()
+    }))
+    .map_err(|e| e.to_string())
 }
 
 struct Host {

@@ -387,6 +387,21 @@ impl Volunteer {
         self.transport.local_addr()
     }
 
+    /// Starts, prints `volunteer ID listening on ADDR` on stdout (what scripts
+    /// and tests wait for), serves until SIGTERM or Ctrl-C and leaves.
+    pub async fn serve(
+        cfg: &VolunteerConfig,
+        register: impl FnOnce(ReadyBuilder) -> ReadyBuilder,
+    ) -> Result<(), VolunteerError> {
+        let v = Self::start(cfg, register).await?;
+        println!(
+            "volunteer {} listening on {}",
+            v.node().id(),
+            v.local_addr()
+        );
+        v.run_until_shutdown().await
+    }
+
     /// Serves until SIGTERM or Ctrl-C, then leaves gracefully.
     pub async fn run_until_shutdown(self) -> Result<(), VolunteerError> {
         shutdown_signal().await;

@@ -11,14 +11,8 @@ pub fn volunteer(args: &g2_volunteer::VolunteerArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting tokio: {e}"))?;
     runtime.block_on(async {
-        let v = g2_volunteer::Volunteer::start(&cfg, |b| b.register::<TspIsland>())
+        g2_volunteer::Volunteer::serve(&cfg, |b| b.register::<TspIsland>())
             .await
-            .map_err(|e| e.to_string())?;
-        println!(
-            "volunteer {} listening on {}",
-            v.node().id(),
-            v.local_addr()
-        );
-        v.run_until_shutdown().await.map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())
     })
 }

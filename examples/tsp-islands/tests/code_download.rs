@@ -161,18 +161,7 @@ fn plain_volunteers_fetch_the_islands_once_and_the_tour_is_the_sequential_one() 
         volunteer(network, &base.join("v3"), Some(&v1.addr), &key),
     ];
     vols.insert(0, v1);
-    let mut client = Command::new(TSP)
-        .args(["run", "--connect", &vols[0].addr, "--network", network])
-        .args(["--failure-timeout-ms", "1500", "--json", "--publisher-key"])
-        .arg(&key_path)
-        .args(GA)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("client starts");
-    let out = drain(client.stdout.take().unwrap());
-    let err = drain(client.stderr.take().unwrap());
+    let mut run = Run::start(&vols[0].addr, network, &key_path, &[], GA);
     // once islands run on the first three, a fourth volunteer joins
     let start = Instant::now();
     while !vols
@@ -184,7 +173,7 @@ fn plain_volunteers_fetch_the_islands_once_and_the_tour_is_the_sequential_one() 
             "no island started"
         );
         assert!(
-            matches!(client.try_wait(), Ok(None)),
+            matches!(run.child.try_wait(), Ok(None)),
             "the client ended early"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -192,38 +181,20 @@ fn plain_volunteers_fetch_the_islands_once_and_the_tour_is_the_sequential_one() 
     let late = volunteer(network, &base.join("v4"), Some(&vols[0].addr), &key);
     // it fetches the bundle and takes islands while the run goes on
     let mut took = false;
-    while matches!(client.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(240) {
+    while matches!(run.child.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(240) {
         if status(&late.addr).is_some_and(|s| hosts_an_island(&s)) {
             took = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status_code = wait(&mut client, Duration::from_secs(300)).expect("the run finishes");
-    let stdout = out.join().unwrap();
-    let stderr = err.join().unwrap();
-    assert!(
-        status_code.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&stderr)
-    );
+    let (status_code, stdout, stderr) = run.finish(Duration::from_secs(300));
+    assert!(status_code.success(), "client failed: {stderr}");
     assert!(
         took,
         "the volunteer that joined mid-run never hosted an island"
     );
-    // the sequential tour
-    let text = String::from_utf8_lossy(&stdout);
-    let distributed: serde_json::Value =
-        serde_json::from_str(text.lines().last().expect("output")).unwrap();
-    let seq = Command::new(TSP)
-        .args(GA)
-        .args(["--sequential", "--json"])
-        .output()
-        .unwrap();
-    let seq_text = String::from_utf8_lossy(&seq.stdout);
-    let sequential: serde_json::Value =
-        serde_json::from_str(seq_text.lines().last().unwrap()).unwrap();
-    assert_eq!(distributed["tour_blake3"], sequential["tour_blake3"]);
+    assert_sequential_tour(&stdout, GA);
     // every volunteer that ran islands fetched the bundle exactly once
     vols.push(late);
     for v in &vols {
@@ -281,6 +252,20 @@ fn a_volunteer_that_does_not_trust_the_publisher_refuses_and_the_client_says_why
     assert_eq!(s["code"]["fetches"], 0);
     drop(v);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// The run's last line (`--json`) names the same tour as `--sequential` with `ga`.
+fn assert_sequential_tour(stdout: &str, ga: &[&str]) {
+    let last = |text: &str| -> serde_json::Value {
+        serde_json::from_str(text.lines().last().expect("output")).expect("JSON")
+    };
+    let seq = Command::new(TSP)
+        .args(ga)
+        .args(["--sequential", "--json"])
+        .output()
+        .unwrap();
+    let sequential = last(&String::from_utf8_lossy(&seq.stdout));
+    assert_eq!(last(stdout)["tour_blake3"], sequential["tour_blake3"]);
 }
 
 /// A client run with its stdout and stderr drained as it goes.
@@ -440,17 +425,7 @@ fn under_ft_local_a_killed_worker_is_replaced_and_the_tour_is_unchanged() {
     );
     let (status_code, stdout, stderr) = run.finish(Duration::from_secs(300));
     assert!(status_code.success(), "client failed: {stderr}");
-    let distributed: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("output")).unwrap();
-    let seq = Command::new(TSP)
-        .args(GA)
-        .args(["--sequential", "--json"])
-        .output()
-        .unwrap();
-    let seq_text = String::from_utf8_lossy(&seq.stdout);
-    let sequential: serde_json::Value =
-        serde_json::from_str(seq_text.lines().last().unwrap()).unwrap();
-    assert_eq!(distributed["tour_blake3"], sequential["tour_blake3"]);
+    assert_sequential_tour(&stdout, GA);
     // a new worker took over; the bundle came from the cache
     let s = status(&vols[i].addr).expect("the volunteer still answers");
     let workers = s["code"]["workers"].as_array().unwrap();

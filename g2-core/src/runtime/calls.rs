@@ -109,15 +109,8 @@ impl Node {
         type_name: &str,
         init: Vec<u8>,
     ) -> Result<(), CallError> {
-        let kind = RequestKind::Create {
-            type_name: type_name.to_string(),
-            init,
-            policy: self.inner.run_policy.clone(),
-        };
-        let resend = self.inner.run_policy != crate::fault::POLICY_NONE;
-        self.call_with_retries(id, kind, "create", None, resend)
+        self.create_raw_under(id, type_name, init, &self.inner.run_policy)
             .await
-            .map(|_| ())
     }
 
     /// Remote activation under fault-tolerance policy `policy` rather than the

@@ -130,6 +130,7 @@ where
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
+        let restore = matches!(msg, ToWorker::Restore { .. });
         match msg {
             ToWorker::Hello { .. } => break Err(WorkerError::Protocol("Hello twice".into())),
             ToWorker::Activate {
@@ -137,40 +138,17 @@ where
                 slot,
                 object,
                 type_name,
-                init,
-            } => {
-                start_object(
-                    &types,
-                    &link,
-                    &mut objects,
-                    req,
-                    slot,
-                    object,
-                    &type_name,
-                    init,
-                    false,
-                )
-                .await
+                init: bytes,
             }
-            ToWorker::Restore {
+            | ToWorker::Restore {
                 req,
                 slot,
                 object,
                 type_name,
-                state,
+                state: bytes,
             } => {
-                start_object(
-                    &types,
-                    &link,
-                    &mut objects,
-                    req,
-                    slot,
-                    object,
-                    &type_name,
-                    state,
-                    true,
-                )
-                .await
+                let at = Slot { req, slot, object };
+                start_object(&types, &link, &mut objects, at, &type_name, bytes, restore).await
             }
             ToWorker::Call {
                 req,
@@ -302,18 +280,23 @@ pub(crate) async fn call_through_parent(
     rx.await.unwrap_or(Err(CallError::NodeStopped))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Which request starts which object in which slot.
+struct Slot {
+    req: u64,
+    slot: u64,
+    object: ObjectId,
+}
+
 async fn start_object(
     types: &HashMap<&'static str, TypeEntry>,
     link: &Arc<Link>,
     objects: &mut HashMap<u64, mpsc::UnboundedSender<Cmd>>,
-    req: u64,
-    slot: u64,
-    object: ObjectId,
+    at: Slot,
     type_name: &str,
     bytes: ByteVec,
     restore: bool,
 ) {
+    let Slot { req, slot, object } = at;
     let Some(entry) = types.get(type_name).cloned() else {
         link.send(&FromWorker::Done {
             req,

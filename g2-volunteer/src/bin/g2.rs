@@ -85,13 +85,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Volunteer(args) => {
                 let cfg = VolunteerConfig::resolve(&args)?;
-                let v = Volunteer::start(&cfg, |b| b).await?;
-                println!(
-                    "volunteer {} listening on {}",
-                    v.node().id(),
-                    v.local_addr()
-                );
-                v.run_until_shutdown().await
+                Volunteer::serve(&cfg, |b| b).await
             }
             Command::Keygen { key } => {
                 let path = key.unwrap_or_else(g2_volunteer::default_publisher_key);
