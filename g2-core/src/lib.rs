@@ -50,6 +50,7 @@ pub mod worker;
 pub use fault::FaultPolicy;
 pub use id::{CallId, Key, NodeAddr, NodeId, ObjectId, Peer};
 pub use overlay::{Overlay, OverlayFactory};
+pub use runtime::blocks::BlockSource;
 pub use runtime::builder::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_JOIN_TIMEOUT, NoNetwork, NoOverlay, NoTransport, NodeBuilder,
     WithNetwork, WithOverlay, WithTransport,

@@ -149,6 +149,13 @@ pub enum RequestKind {
         /// One-way: the reply acknowledges acceptance, not completion.
         oneway: bool,
     },
+    /// A content-addressed block from the node the request is sent to (not
+    /// routed): the bytes whose blake3 is `key`, if that node keeps them (a
+    /// volunteer serving chunks of the code it fetched, PAST-style).
+    Block {
+        /// The block's blake3.
+        key: [u8; 32],
+    },
 }
 
 /// The answer to a request.
@@ -212,6 +219,14 @@ pub enum RemoteError {
     /// this, and the volunteer keeps serving.
     #[error("the worker process running the object failed: {0}")]
     WorkerFailed(String),
+    /// The node asked for a block does not keep it (any more).
+    #[error("node {node} keeps no block {key}")]
+    NoBlock {
+        /// The block's blake3, hex.
+        key: String,
+        /// The node asked.
+        node: NodeId,
+    },
     /// The object has no method of that name.
     #[error("object type {type_name} has no method {method:?}")]
     UnknownMethod {
@@ -337,6 +352,7 @@ impl Body {
                 RequestKind::Create { init, .. } => init.len(),
                 RequestKind::Migrate { state, carried, .. } => state.len() + carried.len(),
                 RequestKind::Call { args, .. } => args.len(),
+                RequestKind::Block { .. } => 32,
             },
             Body::Reply(r) => r.outcome.as_ref().map_or(0, |b| b.0.len()),
             Body::Placement(_) | Body::Load(_) => 0,
@@ -360,6 +376,7 @@ pub mod codec {
     const KIND_CREATE: u8 = 0;
     const KIND_MIGRATE: u8 = 1;
     const KIND_CALL: u8 = 2;
+    const KIND_BLOCK: u8 = 3;
     const OUTCOME_OK: u8 = 0;
     const OUTCOME_ERR: u8 = 1;
     const FLAG_VIA_RECORD: u8 = 1;
@@ -451,6 +468,10 @@ pub mod codec {
                         put_id(out, call_id.caller.as_u128());
                         put_varint(out, call_id.seq);
                         out.push(if *oneway { FLAG_ONEWAY } else { 0 });
+                    }
+                    RequestKind::Block { key } => {
+                        out.push(KIND_BLOCK);
+                        out.extend_from_slice(key);
                     }
                 }
             }
@@ -617,6 +638,11 @@ pub mod codec {
                         },
                         oneway: r.flag("oneway")?,
                     },
+                    KIND_BLOCK => {
+                        let mut key = [0u8; 32];
+                        key.copy_from_slice(r.take(32, "block key")?);
+                        RequestKind::Block { key }
+                    }
                     k => return Err(malformed(&format!("unknown request kind {k}"), r.at - 1)),
                 };
                 Body::Request(Request {
@@ -794,6 +820,15 @@ mod tests {
                     carried: vec![],
                     placed: true,
                 },
+            }),
+            Body::Request(Request {
+                id: 3,
+                origin: peer.clone(),
+                target: ObjectId::from_u128(5),
+                hops: 0,
+                via_record: false,
+                past_forwarding: false,
+                kind: RequestKind::Block { key: [0xab; 32] },
             }),
             Body::Reply(Reply {
                 id: 128,

@@ -55,6 +55,7 @@
 pub use g2_core::fault::POLICY_NONE;
 #[doc(hidden)]
 pub use g2_core::sync;
+pub use g2_core::{BlockSource, DynamicType, Hosted, SnapshotFuture, TypeProvider};
 pub use g2_core::{
     BuildError, CallError, CallId, Dispatch, DispatchFuture, FaultPolicy, Key, LeaveError,
     MemStore, NoNetwork, NoOverlay, NoTransport, Node, NodeAddr, NodeBuilder, NodeId, NodeStats,
@@ -62,7 +63,6 @@ pub use g2_core::{
     RemoteError, RemoteRef, Store, Transport, UriError, WithNetwork, WithOverlay, WithTransport,
     compute, current_object, validate_network_name,
 };
-pub use g2_core::{DynamicType, Hosted, SnapshotFuture, TypeProvider};
 
 /// Worker mode: an application binary serving its types to a volunteer that
 /// was not built with them (code downloaded on demand, paper §3.3).

@@ -14,6 +14,7 @@
 //! | `migration.rs` | freeze, transfer, install once, thaw; `MigrateError` | `transfers_in`, `transitions` |
 //! | `placement.rs` | placement records, failed peers, moves to roots | `placements` |
 //! | `balance.rs` | the [`Balancer`](balance::Balancer) (pure decisions) and load reports | `balancer`, `hosting_neighbour` |
+//! | `blocks.rs` | content-addressed blocks asked of one node (not routed) | `blocks`: the node's block source |
 //! | `recovery.rs` | hosting again what a policy kept, at start | none |
 //! | `driver.rs` | overlay loop, control frames out, frames in | `overlay` (driven here, asked by all), `control_out` |
 //!
@@ -29,6 +30,7 @@
 
 pub(crate) mod actor;
 pub(crate) mod balance;
+pub(crate) mod blocks;
 pub(crate) mod builder;
 pub(crate) mod calls;
 pub(crate) mod catalog;

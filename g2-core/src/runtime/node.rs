@@ -125,6 +125,8 @@ pub(crate) struct NodeInner {
     pub(super) boot: u64,
     pub(super) started: Instant,
     pub(super) counters: Counters,
+    /// Where blocks asked of this node come from (blocks.rs).
+    pub(super) blocks: Mutex<Option<Arc<dyn crate::runtime::blocks::BlockSource>>>,
 
     // --- lifecycle (node.rs)
     pub(super) leaving: AtomicBool,
@@ -202,6 +204,7 @@ impl Node {
             boot: random_u64(),
             started: now(),
             counters: Counters::default(),
+            blocks: Mutex::new(None),
             leaving: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             ready: watch::channel(false).0,

@@ -60,7 +60,11 @@ pub(super) fn next_step(me: NodeId, req: &Request, view: &impl RouteView) -> Ste
     }
     // An object hosted here is served here, whoever the root is; a migration
     // is addressed to this very node.
-    if matches!(req.kind, RequestKind::Migrate { .. }) || view.hosted(req.target) {
+    if matches!(
+        req.kind,
+        RequestKind::Migrate { .. } | RequestKind::Block { .. }
+    ) || view.hosted(req.target)
+    {
         return Step::Deliver;
     }
     if req.via_record && matches!(req.kind, RequestKind::Create { .. }) {
@@ -229,6 +233,12 @@ impl NodeInner {
             self.spawn(async move { me.deliver_local_now(req).await });
             return;
         }
+        // (a block is read from its source, maybe from disk)
+        if let RequestKind::Block { key } = req.kind {
+            let me = self.clone();
+            self.spawn(async move { me.serve_block(req.origin, req.id, key).await });
+            return;
+        }
         self.deliver_local_now(req).await
     }
 
@@ -315,6 +325,7 @@ impl NodeInner {
                 self.queue_call(req.id, req.origin, req.target, req.hops, call)
                     .await;
             }
+            RequestKind::Block { key } => self.serve_block(req.origin, req.id, key).await,
         }
     }
 

@@ -88,7 +88,9 @@ where
 {
     let types: HashMap<&'static str, TypeEntry> =
         builder.types.into_iter().map(|t| (t.name, t)).collect();
-    let (mut r, w) = tokio::io::split(stream);
+    let (r, w) = tokio::io::split(stream);
+    // one read takes a frame's length and body (and often the next frame)
+    let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
     let out = Writer::new(w);
     let network = match read_frame::<_, ToWorker>(&mut r).await? {
         Some(ToWorker::Hello { version, network }) if version == PROTOCOL_VERSION => network,

@@ -69,7 +69,9 @@ impl WorkerConn {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (mut r, w) = tokio::io::split(stream);
+        let (r, w) = tokio::io::split(stream);
+        // one read takes a frame's length and body (and often the next frame)
+        let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
         let out = Writer::new(w);
         let hello = encode_frame(&ToWorker::Hello {
             version: PROTOCOL_VERSION,
