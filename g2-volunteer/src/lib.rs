@@ -91,6 +91,14 @@ pub struct VolunteerArgs {
     /// dir (default 1024).
     #[arg(long)]
     pub code_cache_mb: Option<u64>,
+    /// A code server tried before the network for code this volunteer lacks:
+    /// `http://host:port/path` or `file:///dir`, laid out as `g2 publish --out`
+    /// writes it (its manifests and binaries are verified as the network's
+    /// are). Repeat for several, tried in order; in `g2.toml`,
+    /// `code-servers = ["..."]`.
+    #[arg(long = "code-server", value_name = "URL")]
+    #[serde(default)]
+    pub code_servers: Vec<String>,
     /// A TOML file with the same keys (`network = "..."`, `listen = "..."`, ...).
     #[arg(long)]
     #[serde(skip)]
@@ -124,6 +132,8 @@ pub struct VolunteerConfig {
     pub trust_any_publisher: bool,
     /// Bound of the code cache, in bytes.
     pub code_cache_bytes: u64,
+    /// Code servers tried before the network, in order.
+    pub code_servers: Vec<code::CodeServer>,
 }
 
 /// Why a volunteer could not start or stop cleanly.
@@ -189,7 +199,14 @@ impl VolunteerConfig {
             code::bundle::parse_public(k)
                 .map_err(|e| VolunteerError::Config(format!("trusted publisher {k:?}: {e}")))?;
         }
+        let code_servers = file
+            .code_servers
+            .iter()
+            .chain(&args.code_servers)
+            .map(|u| u.parse().map_err(VolunteerError::Config))
+            .collect::<Result<Vec<code::CodeServer>, _>>()?;
         Ok(Self {
+            code_servers,
             trusted_publishers,
             trust_any_publisher: args.trust_any_publisher || file.trust_any_publisher,
             code_cache_bytes: args.code_cache_mb.or(file.code_cache_mb).unwrap_or(1024) << 20,
@@ -346,6 +363,7 @@ impl Volunteer {
             cache_max_bytes: cfg.code_cache_bytes,
             scratch_dir: cfg.data_dir.join("scratch"),
             sandbox: code::sandbox::SandboxConfig::default(),
+            code_servers: cfg.code_servers.clone(),
         });
         let builder = code::register_records(builder).type_provider(code.clone());
         let mut builder = with_durable_store(builder, cfg)?;

@@ -221,3 +221,75 @@ fn trusted_publishers_come_from_g2_toml_and_a_bad_key_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn publish_out_writes_a_code_server_directory_and_a_bad_code_server_is_refused() {
+    let dir = std::env::temp_dir().join(format!("g2-codeserver-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_path = dir.join("publisher.key");
+    let out = Command::new(G2)
+        .args(["keygen", "--key"])
+        .arg(&key_path)
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let binary = ["/bin/true", "/usr/bin/true"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("true(1)");
+    let served = dir.join("served");
+    let out = Command::new(G2)
+        .args(["publish", "--binary", binary, "--type", "app.T", "--key"])
+        .arg(&key_path)
+        .arg("--out")
+        .arg(&served)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // what a volunteer reads from it: the signed manifest and the binary
+    let server: g2_volunteer::code::CodeServer =
+        format!("file://{}", served.display()).parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let found = rt.block_on(server.manifests("app.T")).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0.publisher, key);
+    let bytes = rt.block_on(server.binary(&found[0].0)).unwrap();
+    assert_eq!(bytes, std::fs::read(binary).unwrap());
+    assert!(
+        rt.block_on(server.manifests("app.Other"))
+            .unwrap()
+            .is_empty()
+    );
+
+    // publishing with neither a network nor a directory says what is missing
+    let out = Command::new(G2)
+        .args(["publish", "--binary", binary, "--type", "app.T"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--connect") && err.contains("--out"), "{err}");
+
+    // a code server URL the volunteer cannot use is refused at start
+    let out = Command::new(G2)
+        .args([
+            "volunteer",
+            "--network",
+            "cs.test",
+            "--listen",
+            "127.0.0.1:0",
+            "--code-server",
+            "https://code.example.org/g2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("https is not supported"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,8 +1,9 @@
 //! Plain `g2 volunteer` processes, built without tsp-islands, run the GA: the
 //! client publishes its own binary, signed; each volunteer that trusts the
 //! publisher fetches it once, verifies it and runs the islands in a worker
-//! process; a volunteer joining mid-run fetches it and takes islands; the tour
-//! is the sequential one. A volunteer that does not trust the publisher
+//! process; a volunteer joining mid-run fetches it (from the volunteers that
+//! fetched it before) and takes islands; the tour is the sequential one. A
+//! volunteer that does not trust the publisher
 //! refuses, and the client says why. Every wait is bounded.
 
 use std::io::{BufRead, BufReader};
@@ -214,6 +215,21 @@ fn plain_volunteers_fetch_the_islands_once_and_the_tour_is_the_sequential_one() 
     }
     let late_status = status(&vols[3].addr).unwrap();
     assert_eq!(late_status["code"]["fetches"], 1);
+    // it fetched from the volunteers that held the bundle before it (they
+    // serve the chunks of what they fetched), and what they served is what
+    // the fetchers say they got from holders
+    let count = |key: &str| -> u64 {
+        vols.iter()
+            .map(|v| status(&v.addr).unwrap()["code"][key].as_u64().unwrap())
+            .sum()
+    };
+    let late_from_holders = late_status["code"]["chunks_from_holders"].as_u64().unwrap();
+    assert!(late_from_holders > 0, "{late_status}");
+    let (served, from_holders) = (count("chunks_served"), count("chunks_from_holders"));
+    assert!(
+        served >= from_holders && from_holders >= late_from_holders,
+        "served {served}, got from holders {from_holders}"
+    );
     drop(vols);
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -6,6 +6,7 @@
 //! g2 status --connect ADDR [--json]
 //! g2 keygen [--key FILE]
 //! g2 publish --connect ADDR --network NAME --binary FILE --type NAME... [--key FILE]
+//! g2 publish --out DIR --binary FILE --type NAME... [--key FILE]
 //! ```
 
 use std::net::SocketAddr;
@@ -42,15 +43,20 @@ enum Command {
         #[arg(long)]
         key: Option<PathBuf>,
     },
-    /// Store an application binary on a network as the code of its types,
-    /// signed with the publisher key.
+    /// Store an application binary on a network (or in a code-server
+    /// directory) as the code of its types, signed with the publisher key.
     Publish {
         /// A node of the network.
-        #[arg(long)]
-        connect: SocketAddr,
+        #[arg(long, requires = "network")]
+        connect: Option<SocketAddr>,
         /// The network.
         #[arg(long)]
-        network: String,
+        network: Option<String>,
+        /// Also (or instead) write the signed manifest and the binary into this
+        /// code-server directory, for volunteers started with
+        /// `--code-server file:///DIR` or an http:// URL serving it.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
         /// The network's overlay.
         #[arg(long, value_enum, default_value = "pastry")]
         routing: g2_volunteer::Routing,
@@ -103,28 +109,50 @@ fn main() -> ExitCode {
             Command::Publish {
                 connect,
                 network,
+                out,
                 routing,
                 binary,
                 types,
                 key,
             } => {
+                if connect.is_none() && out.is_none() {
+                    return Err(g2_volunteer::VolunteerError::Config(
+                        "publish where? --connect ADDR --network NAME stores the code on a network, --out DIR in a code-server directory".into(),
+                    ));
+                }
                 let path = key.unwrap_or_else(g2_volunteer::default_publisher_key);
                 let k = g2_volunteer::code::PublisherKey::load(&path).map_err(|e| {
                     g2_volunteer::VolunteerError::Config(format!("{e} (create one with g2 keygen)"))
                 })?;
                 let bundle = g2_volunteer::code::Bundle::from_file(&binary, types)
                     .map_err(|e| g2_volunteer::VolunteerError::Config(e.to_string()))?;
-                let node = g2_volunteer::join_as_client(&network, connect, routing).await?;
-                let r = g2_volunteer::code::publish(&node, &k, &bundle).await;
-                let _ = node.leave().await;
-                let p = r.map_err(g2_volunteer::VolunteerError::Config)?;
-                println!(
-                    "published {} ({} bytes) by {}{}",
-                    p.binary_blake3,
-                    p.size,
-                    k.public_hex(),
-                    if p.already { " (already there)" } else { "" }
-                );
+                if let Some(dir) = out {
+                    let signed = k
+                        .sign(bundle.manifest.clone())
+                        .map_err(|e| g2_volunteer::VolunteerError::Config(e.to_string()))?;
+                    g2_volunteer::code::servers::export(&dir, &bundle, &signed)
+                        .map_err(g2_volunteer::VolunteerError::Config)?;
+                    println!(
+                        "wrote {} ({} bytes) by {} into {}",
+                        bundle.manifest.binary_blake3,
+                        bundle.manifest.size,
+                        k.public_hex(),
+                        dir.display()
+                    );
+                }
+                if let (Some(connect), Some(network)) = (connect, network) {
+                    let node = g2_volunteer::join_as_client(&network, connect, routing).await?;
+                    let r = g2_volunteer::code::publish(&node, &k, &bundle).await;
+                    let _ = node.leave().await;
+                    let p = r.map_err(g2_volunteer::VolunteerError::Config)?;
+                    println!(
+                        "published {} ({} bytes) by {}{}",
+                        p.binary_blake3,
+                        p.size,
+                        k.public_hex(),
+                        if p.already { " (already there)" } else { "" }
+                    );
+                }
                 Ok(())
             }
             Command::Status { connect, json } => {

@@ -34,6 +34,11 @@ impl BundleCache {
         self.dir.join(hash).join("app")
     }
 
+    /// Where the binary whose blake3 is `hash` (hex) is kept, if it is.
+    pub fn path_of(&self, hash: &str) -> PathBuf {
+        self.binary(hash)
+    }
+
     /// The cached binary of `m`, checked against its hash (a file that does
     /// not match is removed); marks it used.
     pub fn get(&self, m: &Manifest) -> Option<PathBuf> {

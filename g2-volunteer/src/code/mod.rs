@@ -5,16 +5,19 @@
 //! * [`records`]: the code records on the network, [`publish`] and fetching;
 //! * [`cache`]: the size-bounded bundle cache in the data dir;
 //! * [`workers`]: [`NetworkCode`], the volunteer's `TypeProvider`;
-//! * [`sandbox`]: how worker processes are confined.
+//! * [`sandbox`]: how worker processes are confined;
+//! * [`servers`]: code servers tried before the network (plain directories).
 
 pub mod bundle;
 pub mod cache;
 pub mod records;
 pub mod sandbox;
+pub mod servers;
 pub mod workers;
 
 pub use bundle::{Bundle, CodeError, Manifest, PublisherKey, SignedManifest, TARGET};
 pub use records::{Published, publish};
+pub use servers::CodeServer;
 pub use workers::{CodeSettings, CodeStatus, NetworkCode, WorkerStatus};
 
 /// Registers the built-in code record types: every node of a network that

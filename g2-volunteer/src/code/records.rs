@@ -5,10 +5,15 @@
 //! are objects of two built-in types that every volunteer links: they move to
 //! their new roots when volunteers join and leave, like any object, so a
 //! volunteer leaving loses no code, and one failing loses one copy.
+//!
+//! A volunteer that fetched a binary serves its chunks too (PAST's caching,
+//! which spreads the rush of a new bundle's first creations): it tells the
+//! manifest records it holds the binary, and the next fetchers ask holders
+//! first, straight (`Node::fetch_block`), then the chunk records.
 
 use futures::StreamExt;
 use g2::prelude::*;
-use g2::{CallError, ObjectId};
+use g2::{CallError, ObjectId, Peer};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
@@ -22,6 +27,16 @@ const MAX_MANIFESTS: usize = 16;
 
 /// Chunk transfers in flight at once, publishing or fetching.
 const PARALLEL: usize = 4;
+
+/// Holders a manifest record remembers per binary (the newest).
+pub const MAX_HOLDERS: usize = 32;
+
+/// Holders a fetcher asks for one chunk before the chunk records.
+const HOLDERS_TRIED: usize = 2;
+
+/// How long a fetcher waits for a holder (a holder is a volunteer that may be
+/// busy or gone: the records remain).
+const HOLDER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The built-in type of a chunk record.
 pub const CHUNK_TYPE: &str = "g2.code.Chunk";
@@ -42,6 +57,20 @@ pub trait ManifestRecord {
     async fn put(&mut self, manifest: SignedManifest) -> Result<(), String>;
     /// The manifests kept.
     async fn list(&mut self) -> Vec<SignedManifest>;
+    /// `holder` keeps the binary whose blake3 is `binary` (hex) and serves
+    /// its chunks; `binary` must be one of the manifests kept.
+    async fn add_holder(&mut self, binary: String, holder: Peer) -> Result<(), String>;
+    /// The holders of `binary` known here, the newest last.
+    async fn holders(&mut self, binary: String) -> Vec<Peer>;
+}
+
+/// A volunteer that said it serves a binary's chunks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The binary's blake3, hex.
+    pub binary: String,
+    /// The volunteer.
+    pub peer: Peer,
 }
 
 /// State of a chunk record.
@@ -79,6 +108,8 @@ impl ChunkRecord for Chunk {
 pub struct Manifests {
     type_name: String,
     entries: Vec<SignedManifest>,
+    #[serde(default)]
+    holders: Vec<Holder>,
 }
 
 impl Object for Manifests {
@@ -89,6 +120,7 @@ impl Object for Manifests {
         Manifests {
             type_name,
             entries: Vec::new(),
+            holders: Vec::new(),
         }
     }
     const PASSIVE: bool = true;
@@ -126,6 +158,45 @@ impl ManifestRecord for Manifests {
     }
     async fn list(&mut self) -> Vec<SignedManifest> {
         self.entries.clone()
+    }
+    async fn add_holder(&mut self, binary: String, holder: Peer) -> Result<(), String> {
+        let known = self
+            .entries
+            .iter()
+            .any(|e| e.open().is_ok_and(|m| m.binary_blake3 == binary));
+        if !known {
+            return Err(format!(
+                "no manifest of {} names binary {binary}",
+                self.type_name
+            ));
+        }
+        self.holders
+            .retain(|h| !(h.binary == binary && h.peer.id == holder.id));
+        self.holders.push(Holder {
+            binary: binary.clone(),
+            peer: holder,
+        });
+        let of_it = self.holders.iter().filter(|h| h.binary == binary).count();
+        if of_it > MAX_HOLDERS
+            && let Some(oldest) = self.holders.iter().position(|h| h.binary == binary)
+        {
+            self.holders.remove(oldest);
+        }
+        // holders of binaries no manifest names any more are forgotten
+        let entries = &self.entries;
+        self.holders.retain(|h| {
+            entries
+                .iter()
+                .any(|e| e.open().is_ok_and(|m| m.binary_blake3 == h.binary))
+        });
+        Ok(())
+    }
+    async fn holders(&mut self, binary: String) -> Vec<Peer> {
+        self.holders
+            .iter()
+            .filter(|h| h.binary == binary)
+            .map(|h| h.peer.clone())
+            .collect()
     }
 }
 
@@ -293,19 +364,94 @@ pub async fn list_manifests(node: &Node, type_name: &str) -> Vec<(Manifest, Sign
     out
 }
 
-/// Fetches the binary `manifest` describes, chunk by chunk, each from the
-/// first copy whose bytes match its hash; a copy that does not match is
-/// reported and skipped. The whole binary's hash is checked at the end.
-pub async fn fetch_binary(node: &Node, manifest: &Manifest) -> Result<Vec<u8>, CodeError> {
-    let jobs: Vec<(usize, String, Node, String)> = manifest
-        .chunks
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (i, h.clone(), node.clone(), manifest.binary_blake3.clone()))
-        .collect();
-    let mut chunks = futures::stream::iter(jobs.into_iter().map(|(i, h, node, binary)| async move {
+/// Tells the manifest records of every type of `manifest` that this node
+/// holds its binary and serves its chunks. Returns how many records took it.
+pub async fn announce_holder(node: &Node, manifest: &Manifest) -> usize {
+    let mut took = 0;
+    for t in &manifest.types {
+        for copy in 0..COPIES {
+            let rec = node
+                .reference::<ManifestRecordRef>(manifest_id(t, copy))
+                .with_timeout(std::time::Duration::from_secs(10));
+            match rec
+                .add_holder(manifest.binary_blake3.clone(), node.peer().clone())
+                .await
+            {
+                Ok(Ok(())) => took += 1,
+                Ok(Err(e)) => debug!(r#type = %t, copy, "holder not recorded: {e}"),
+                Err(e) => debug!(r#type = %t, copy, "manifest record did not answer: {e}"),
+            }
+        }
+    }
+    took
+}
+
+/// The holders of `manifest`'s binary the records know, other than `node`
+/// itself, in random order.
+pub async fn list_holders(node: &Node, manifest: &Manifest) -> Vec<Peer> {
+    let mut out: Vec<Peer> = Vec::new();
+    for t in &manifest.types {
+        for copy in 0..COPIES {
+            let rec = node
+                .reference::<ManifestRecordRef>(manifest_id(t, copy))
+                .with_timeout(std::time::Duration::from_secs(10));
+            if let Ok(list) = rec.holders(manifest.binary_blake3.clone()).await {
+                for p in list {
+                    if p.id != node.id() && !out.iter().any(|o| o.id == p.id) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    shuffle(&mut out);
+    out
+}
+
+fn shuffle<T>(v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        let r = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().expect("8"));
+        v.swap(i, (r % (i as u64 + 1)) as usize);
+    }
+}
+
+/// A binary fetched, and where its chunks came from.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The binary, checked against the manifest.
+    pub bytes: Vec<u8>,
+    /// Chunks served by holders (volunteers that fetched it before).
+    pub from_holders: usize,
+    /// Chunks read from the chunk records.
+    pub from_records: usize,
+}
+
+/// Fetches the binary `manifest` describes, chunk by chunk: each from up to
+/// two of `holders` (picked at random per chunk, so the load spreads over
+/// them), then from the chunk records, starting at a random copy. A chunk
+/// that does not match its hash is reported and another source used. The
+/// whole binary's hash is checked at the end.
+pub async fn fetch_binary(
+    node: &Node,
+    manifest: &Manifest,
+    holders: &[Peer],
+) -> Result<Fetched, CodeError> {
+    let jobs: Vec<(usize, String)> = manifest.chunks.iter().cloned().enumerate().collect();
+    let binary = &manifest.binary_blake3;
+    let mut chunks = futures::stream::iter(jobs.into_iter().map(|(i, h)| async move {
         let hash = super::bundle::parse_hash(&h).map_err(CodeError::Malformed)?;
         let mut why = Vec::new();
+        let mut asked: Vec<&Peer> = holders.iter().collect();
+        shuffle(&mut asked);
+        for holder in asked.into_iter().take(HOLDERS_TRIED) {
+            match node.fetch_block(holder, hash, Some(HOLDER_TIMEOUT)).await {
+                Ok(b) => return Ok((i, b, true)),
+                Err(e) => {
+                    debug!(chunk = i, holder = %holder.id, "holder did not serve the chunk: {e}");
+                    why.push(format!("holder {}: {e}", holder.id));
+                }
+            }
+        }
         // starting from a random copy spreads many volunteers' first fetch of
         // a new bundle over the copies' hosts
         let first = uuid::Uuid::new_v4().as_bytes()[0] % COPIES;
@@ -315,7 +461,9 @@ pub async fn fetch_binary(node: &Node, manifest: &Manifest) -> Result<Vec<u8>, C
                 .reference::<ChunkRecordRef>(id)
                 .with_timeout(std::time::Duration::from_secs(20));
             match rec.bytes().await {
-                Ok(b) if blake3::hash(&b) == blake3::Hash::from(hash) => return Ok((i, b.into_vec())),
+                Ok(b) if blake3::hash(&b) == blake3::Hash::from(hash) => {
+                    return Ok((i, b.into_vec(), false));
+                }
                 Ok(_) => {
                     warn!(chunk = i, copy, record = %id, "a chunk record does not match its hash: altered or corrupt; trying another copy");
                     why.push(format!("copy {copy}: does not match its hash"));
@@ -327,18 +475,28 @@ pub async fn fetch_binary(node: &Node, manifest: &Manifest) -> Result<Vec<u8>, C
     }))
     .buffer_unordered(PARALLEL);
     let mut parts: Vec<Option<Vec<u8>>> = vec![None; manifest.chunks.len()];
+    let (mut from_holders, mut from_records) = (0, 0);
     while let Some(r) = chunks.next().await {
-        let (i, bytes) = r?;
+        let (i, bytes, holder) = r?;
+        if holder {
+            from_holders += 1;
+        } else {
+            from_records += 1;
+        }
         parts[i] = Some(bytes);
     }
-    let binary: Vec<u8> = parts.into_iter().flatten().flatten().collect();
-    if binary.len() as u64 != manifest.size
-        || blake3::hash(&binary).to_hex().as_str() != manifest.binary_blake3
+    let bytes: Vec<u8> = parts.into_iter().flatten().flatten().collect();
+    if bytes.len() as u64 != manifest.size
+        || blake3::hash(&bytes).to_hex().as_str() != manifest.binary_blake3
     {
         return Err(CodeError::Io(format!(
             "the fetched binary does not match {}",
             manifest.binary_blake3
         )));
     }
-    Ok(binary)
+    Ok(Fetched {
+        bytes,
+        from_holders,
+        from_records,
+    })
 }

@@ -12,12 +12,13 @@ use g2::sync::lock;
 use g2::worker::{WORKER_ENV, WorkerConn, WorkerType};
 use g2::{DynamicType, Node, TypeProvider};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::bundle::{Manifest, TARGET};
 use super::cache::{BundleCache, CachedBundle};
-use super::records::{fetch_binary, list_manifests};
+use super::records::{announce_holder, fetch_binary, list_holders, list_manifests};
 use super::sandbox::{self, SandboxConfig};
+use super::servers::CodeServer;
 
 /// What a volunteer's owner decides about code from the network.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +35,8 @@ pub struct CodeSettings {
     pub scratch_dir: PathBuf,
     /// How workers are confined.
     pub sandbox: SandboxConfig,
+    /// Code servers tried before the network, in order.
+    pub code_servers: Vec<CodeServer>,
 }
 
 /// A worker process running one bundle.
@@ -75,6 +78,15 @@ pub struct CodeStatus {
     pub workers: Vec<WorkerStatus>,
     /// Binaries fetched from the network since start.
     pub fetches: u64,
+    /// Of them, those read from a code server.
+    #[serde(default)]
+    pub from_servers: u64,
+    /// Of their chunks, those served by other holders (not the records).
+    #[serde(default)]
+    pub chunks_from_holders: u64,
+    /// Chunks of cached binaries this volunteer served to others.
+    #[serde(default)]
+    pub chunks_served: u64,
     /// The confinement layers in force for workers, and those skipped.
     pub sandbox: Vec<String>,
 }
@@ -94,6 +106,13 @@ pub struct NetworkCode {
     /// Workers that ended and were replaced, the newest last (for status).
     ended: Mutex<std::collections::VecDeque<Arc<Running>>>,
     fetches: AtomicU64,
+    from_servers: AtomicU64,
+    chunks_from_holders: AtomicU64,
+    chunks_served: AtomicU64,
+    /// The chunks this volunteer serves: chunk hash to (binary hash, index).
+    chunks: Mutex<HashMap<[u8; 32], (String, usize)>>,
+    /// Binaries whose holding was announced to the records.
+    announced: Mutex<std::collections::HashSet<String>>,
 }
 
 impl NetworkCode {
@@ -109,12 +128,39 @@ impl NetworkCode {
             running: Mutex::default(),
             ended: Mutex::default(),
             fetches: AtomicU64::new(0),
+            from_servers: AtomicU64::new(0),
+            chunks_from_holders: AtomicU64::new(0),
+            chunks_served: AtomicU64::new(0),
+            chunks: Mutex::default(),
+            announced: Mutex::default(),
         })
     }
 
-    /// The node whose network holds the code.
-    pub fn attach(&self, node: Node) {
+    /// The node whose network holds the code; it serves the chunks of the
+    /// binaries cached here to other volunteers.
+    pub fn attach(self: &Arc<Self>, node: Node) {
+        node.serve_blocks(self.clone());
         let _ = self.node.set(node);
+    }
+
+    /// Serves the chunks of `manifest`'s cached binary from now on, and tells
+    /// the manifest records so (once per binary).
+    fn serve_chunks_of(&self, node: &Node, manifest: &Manifest) {
+        {
+            let mut chunks = lock(&self.chunks);
+            for (i, h) in manifest.chunks.iter().enumerate() {
+                if let Ok(hash) = super::bundle::parse_hash(h) {
+                    chunks.insert(hash, (manifest.binary_blake3.clone(), i));
+                }
+            }
+        }
+        if lock(&self.announced).insert(manifest.binary_blake3.clone()) {
+            let (node, manifest) = (node.clone(), manifest.clone());
+            tokio::spawn(async move {
+                let took = announce_holder(&node, &manifest).await;
+                debug!(bundle = %manifest.binary_blake3, records = took, "serving the bundle's chunks");
+            });
+        }
     }
 
     /// Binaries fetched from the network since start.
@@ -142,6 +188,9 @@ impl NetworkCode {
                 })
                 .collect(),
             fetches: self.fetches(),
+            from_servers: self.from_servers.load(Ordering::Relaxed),
+            chunks_from_holders: self.chunks_from_holders.load(Ordering::Relaxed),
+            chunks_served: self.chunks_served.load(Ordering::Relaxed),
             sandbox: sandbox::describe(&self.settings.sandbox),
         }
     }
@@ -168,12 +217,27 @@ impl NetworkCode {
 
     /// The manifest this volunteer would run for `type_name`, or why none.
     async fn choose(&self, node: &Node, type_name: &str) -> Result<Manifest, String> {
-        let found = list_manifests(node, type_name).await;
+        let mut found = Vec::new();
+        for server in &self.settings.code_servers {
+            match server.manifests(type_name).await {
+                Ok(list) => found.extend(list),
+                Err(e) => warn!(%server, r#type = type_name, "code server: {e}"),
+            }
+        }
+        for (m, s) in list_manifests(node, type_name).await {
+            if !found.iter().any(|(_, f)| *f == s) {
+                found.push((m, s));
+            }
+        }
         if found.is_empty() {
-            return Err(
-                "no code for it is published on this network (its client publishes it when it starts a run)"
-                    .to_string(),
-            );
+            let servers = if self.settings.code_servers.is_empty() {
+                ""
+            } else {
+                " nor on its code servers"
+            };
+            return Err(format!(
+                "no code for it is published on this network{servers} (its client publishes it when it starts a run)"
+            ));
         }
         let (trusted, untrusted): (Vec<_>, Vec<_>) = found
             .into_iter()
@@ -220,20 +284,36 @@ impl NetworkCode {
         let manifest = self.choose(&node, type_name).await?;
         let path = match self.cache.get(&manifest) {
             Some(p) => p,
-            None => {
-                info!(r#type = type_name, bundle = %manifest.binary_blake3, size = manifest.size, publisher = %manifest.publisher, "fetching bundle");
-                let bytes = fetch_binary(&node, &manifest).await.map_err(|e| {
-                    format!(
-                        "fetching its bundle from publisher {}: {e}",
-                        manifest.publisher
-                    )
-                })?;
-                self.fetches.fetch_add(1, Ordering::Relaxed);
-                self.cache
-                    .put(&manifest, &bytes)
-                    .map_err(|e| format!("caching its bundle: {e}"))?
-            }
+            None => match self.from_code_servers(&manifest).await {
+                Some(bytes) => {
+                    self.fetches.fetch_add(1, Ordering::Relaxed);
+                    self.from_servers.fetch_add(1, Ordering::Relaxed);
+                    self.cache
+                        .put(&manifest, &bytes)
+                        .map_err(|e| format!("caching its bundle: {e}"))?
+                }
+                None => {
+                    let holders = list_holders(&node, &manifest).await;
+                    info!(r#type = type_name, bundle = %manifest.binary_blake3, size = manifest.size, publisher = %manifest.publisher, holders = holders.len(), "fetching bundle");
+                    let fetched = fetch_binary(&node, &manifest, &holders)
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "fetching its bundle from publisher {}: {e}",
+                                manifest.publisher
+                            )
+                        })?;
+                    self.fetches.fetch_add(1, Ordering::Relaxed);
+                    self.chunks_from_holders
+                        .fetch_add(fetched.from_holders as u64, Ordering::Relaxed);
+                    info!(bundle = %manifest.binary_blake3, from_holders = fetched.from_holders, from_records = fetched.from_records, "bundle fetched");
+                    self.cache
+                        .put(&manifest, &fetched.bytes)
+                        .map_err(|e| format!("caching its bundle: {e}"))?
+                }
+            },
         };
+        self.serve_chunks_of(&node, &manifest);
         let running = self.start_worker(&node, &manifest, &path).await?;
         if !running.conn.types().iter().any(|t| t == type_name) {
             return Err(format!(
@@ -243,6 +323,21 @@ impl NetworkCode {
             ));
         }
         Ok(running)
+    }
+
+    /// The binary of `manifest` from the first code server that has it whole
+    /// and unaltered.
+    async fn from_code_servers(&self, manifest: &Manifest) -> Option<Vec<u8>> {
+        for server in &self.settings.code_servers {
+            match server.binary(manifest).await {
+                Ok(bytes) => {
+                    info!(%server, bundle = %manifest.binary_blake3, "bundle fetched from a code server");
+                    return Some(bytes);
+                }
+                Err(e) => warn!(%server, "code server: {e}; trying the next source"),
+            }
+        }
+        None
     }
 
     async fn start_worker(
@@ -291,6 +386,47 @@ impl NetworkCode {
         }
         Ok(running)
     }
+}
+
+#[async_trait::async_trait]
+impl g2::BlockSource for NetworkCode {
+    async fn block(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+        let (binary, index) = lock(&self.chunks).get(key).cloned()?;
+        let path = self.cache.path_of(&binary);
+        let read = tokio::task::spawn_blocking(move || read_chunk(&path, index)).await;
+        match read {
+            Ok(Ok(bytes)) if blake3::hash(&bytes).as_bytes() == key => {
+                self.chunks_served.fetch_add(1, Ordering::Relaxed);
+                Some(bytes)
+            }
+            other => {
+                if matches!(other, Ok(Ok(_))) {
+                    warn!(bundle = %binary, chunk = index, "the cached binary is damaged: its chunks are served no more");
+                }
+                // evicted from the cache, unreadable or damaged: served no more
+                lock(&self.chunks).retain(|_, (b, _)| *b != binary);
+                lock(&self.announced).remove(&binary);
+                None
+            }
+        }
+    }
+}
+
+/// Chunk `index` of the binary at `path`.
+fn read_chunk(path: &Path, index: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let chunk = super::bundle::CHUNK_SIZE;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = (index * chunk) as u64;
+    if start >= len {
+        return Err(std::io::Error::other("past the end of the binary"));
+    }
+    let n = (len - start).min(chunk as u64) as usize;
+    let mut buf = vec![0u8; n];
+    f.seek(SeekFrom::Start(start))?;
+    f.read_exact(&mut buf)?;
+    Ok(buf)
 }
 
 #[async_trait::async_trait]
