@@ -1,6 +1,8 @@
 //! A root volunteer that cannot run a type (no code it trusts for it) does
 //! not fail the creation: a neighbour that can hosts the object, with a
-//! placement record at the root; calls find it there.
+//! placement record at the root; calls find it there. The same when such a
+//! volunteer joins and becomes the root of objects that run elsewhere: they
+//! stay where they run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +16,7 @@ mod stations;
 use common::{Routing, TestNet};
 use g2::prelude::*;
 use g2::{DynamicType, TypeProvider};
-use stations::{InMemoryWorker, Station};
+use stations::{InMemoryWorker, LinkRef, Station};
 
 /// A volunteer whose owner trusts no publisher of stations.
 struct Refusing;
@@ -77,5 +79,78 @@ async fn a_root_that_cannot_run_a_type_places_its_objects_on_a_neighbour_that_ca
     assert_eq!(ring[0].pass(23).await.unwrap(), 24);
     for s in &ring {
         assert_eq!(s.visits().await.unwrap(), 1);
+    }
+}
+
+/// Nodes built so far in the join test: the fourth refuses stations.
+static BUILT_FOR_JOIN: AtomicUsize = AtomicUsize::new(0);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_stay_on_their_host_when_the_new_root_that_joined_cannot_run_them() {
+    let mut net = TestNet::new(
+        Routing::Pastry,
+        "workers.test",
+        3,
+        Duration::from_secs(20),
+        |b| {
+            if BUILT_FOR_JOIN.fetch_add(1, Ordering::SeqCst) == 3 {
+                b.type_provider(Arc::new(Refusing))
+            } else {
+                b.type_provider(Arc::new(InMemoryWorker::default()))
+            }
+        },
+    )
+    .await;
+    let creator = net.nodes[0].clone();
+    let mut ring = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..32u32 {
+        let id = ObjectId::random();
+        ids.push(id);
+        ring.push(creator.create_with_id::<Station>(id, i).await.unwrap());
+    }
+    for (i, s) in ring.iter().enumerate() {
+        s.set_next(ring[(i + 1) % ring.len()].clone())
+            .await
+            .unwrap();
+    }
+    // a volunteer that cannot run stations joins and becomes the root of some
+    let refusing = net.add_node().await;
+    net.settle().await;
+    let rooted_there = ids
+        .iter()
+        .filter(|id| net.root(id.key()) == refusing.id())
+        .count();
+    assert!(
+        rooted_there > 0,
+        "no object is rooted at the new node: the test proved nothing"
+    );
+    // the moves to it are refused: every object stays where it runs, and a
+    // call routed through the new root (its own calls are) reaches it there
+    let start = std::time::Instant::now();
+    loop {
+        let mut answered = 0;
+        for id in &ids {
+            let r = refusing.reference::<LinkRef>(*id);
+            if r.visits().await.is_ok() {
+                answered += 1;
+            }
+        }
+        if answered == ids.len() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{answered} of {} answered through the new root",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(refusing.hosted_objects().is_empty());
+    let hosted: usize = net.live().iter().map(|n| n.hosted_objects().len()).sum();
+    assert_eq!(hosted, 32);
+    assert_eq!(ring[0].pass(31).await.unwrap(), 32);
+    for s in &ring {
+        assert_eq!(s.visits().await.unwrap(), 1, "no visit lost or repeated");
     }
 }

@@ -11,6 +11,7 @@ use tracing::{debug, trace};
 
 use crate::id::{NodeId, ObjectId, Peer};
 use crate::overlay::Route;
+use crate::runtime::migration::MigrateError;
 use crate::runtime::node::NodeInner;
 use crate::sync::lock;
 use crate::wire::{self, Body, RemoteError, Request, RequestKind};
@@ -411,29 +412,42 @@ impl NodeInner {
                 .partition(|(_, to)| balancer.known_not_hosting(to.id))
         };
         if !stay.is_empty() {
-            {
-                let mut catalog = lock(&self.catalog);
-                for (id, _) in &stay {
-                    if let Some(slot) = catalog.slot_mut(id) {
-                        slot.placed = true;
-                    }
-                }
-            }
             let me = self.clone();
             self.spawn(async move {
                 for (id, _) in stay {
-                    me.publish_placements(Some(id)).await;
+                    me.stay_placed(id).await;
                 }
             });
         }
         for (id, to) in moves {
             let me = self.clone();
             self.spawn(async move {
-                if let Err(e) = me.migrate(id, to.clone(), false).await {
-                    debug!(object = %id, to = %to, "migration postponed: {e}");
+                match me.migrate(id, to.clone(), false).await {
+                    Ok(()) => {}
+                    // the new root cannot run the type (no code it trusts for
+                    // it, another platform): the object stays here, placed,
+                    // and the root's record points here
+                    Err(MigrateError::Refused(crate::CallError::Remote(
+                        RemoteError::CodeUnavailable { reason, .. },
+                    ))) => {
+                        debug!(object = %id, to = %to, "the new root cannot run it ({reason}); staying here");
+                        me.stay_placed(id).await;
+                    }
+                    Err(e) => debug!(object = %id, to = %to, "migration postponed: {e}"),
                 }
             });
         }
+    }
+
+    /// Keeps `id` here rather than at its root: marked placed (root moves
+    /// leave it), and the records of its replica set, the root's among them,
+    /// name this node.
+    async fn stay_placed(self: &Arc<Self>, id: ObjectId) {
+        match lock(&self.catalog).slot_mut(&id) {
+            Some(slot) => slot.placed = true,
+            None => return,
+        }
+        self.publish_placements(Some(id)).await;
     }
 }
 
