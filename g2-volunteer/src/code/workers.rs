@@ -284,7 +284,7 @@ impl NetworkCode {
         let manifest = self.choose(&node, type_name).await?;
         let path = match self.cache.get(&manifest) {
             Some(p) => p,
-            None => match self.from_code_servers(&manifest).await {
+            None => match self.fetch_from_code_servers(&manifest).await {
                 Some(bytes) => {
                     self.fetches.fetch_add(1, Ordering::Relaxed);
                     self.from_servers.fetch_add(1, Ordering::Relaxed);
@@ -327,7 +327,7 @@ impl NetworkCode {
 
     /// The binary of `manifest` from the first code server that has it whole
     /// and unaltered.
-    async fn from_code_servers(&self, manifest: &Manifest) -> Option<Vec<u8>> {
+    async fn fetch_from_code_servers(&self, manifest: &Manifest) -> Option<Vec<u8>> {
         for server in &self.settings.code_servers {
             match server.binary(manifest).await {
                 Ok(bytes) => {
