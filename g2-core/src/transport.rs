@@ -18,9 +18,20 @@ pub struct Incoming {
 /// Why a transport operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    /// No node answers at that address (or it was killed).
-    #[error("peer {0} is unreachable")]
+    /// No node answers at that address (or it was killed): the address, and
+    /// what went wrong.
+    #[error("cannot reach peer {0}")]
     Unreachable(String),
+    /// The node at that address belongs to another network.
+    #[error("{}", wrong_network(addr, ours, theirs.as_deref()))]
+    WrongNetwork {
+        /// The address.
+        addr: String,
+        /// The network this node joins.
+        ours: String,
+        /// The peer's network, where it said.
+        theirs: Option<String>,
+    },
     /// The peer's verified id is not the one expected.
     #[error("peer at {addr} is {actual}, not {expected}")]
     WrongPeer {
@@ -40,6 +51,14 @@ pub enum TransportError {
     /// Anything else, with the reason.
     #[error("transport error: {0}")]
     Other(String),
+}
+
+fn wrong_network(addr: &str, ours: &str, theirs: Option<&str>) -> String {
+    let mut m = format!("{addr} belongs to another network (this node joins {ours:?})");
+    if let Some(t) = theirs {
+        m.push_str(&format!(": it is on {t:?}: pass --network {t}"));
+    }
+    m
 }
 
 /// Handles one frame on a transport's own reader task (see [`Transport::serve`]).

@@ -65,7 +65,9 @@ pub enum OpenError {
         found: String,
     },
     /// Another process (or another handle in this one) has the store open.
-    #[error("{path} is in use by another process: {reason}")]
+    #[error(
+        "{path} is in use by another process (a volunteer already running with this data dir?): stop it, or pass another data dir ({reason})"
+    )]
     Locked {
         /// The directory.
         path: PathBuf,

@@ -71,7 +71,22 @@ pub enum QuicError {
         /// Why.
         reason: String,
     },
+    /// A query of another node (`g2 status`) got no answer.
+    #[error("{0}")]
+    Query(String),
 }
+
+/// What a dial that got no answer says: a QUIC client cannot tell nothing
+/// listening from a port of another protocol or a firewall that drops UDP.
+fn no_answer(addr: impl std::fmt::Display, after: Duration) -> String {
+    format!(
+        "no G2 node answered at {addr} within {} s (nothing listening there, a port that is not G2's, or UDP blocked on the way): check the address and port",
+        after.as_secs()
+    )
+}
+
+/// How long a dial waits for the handshake.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The id that a public key (DER SubjectPublicKeyInfo) certifies.
 pub fn node_id_of_public_key(spki_der: &[u8]) -> NodeId {
@@ -160,6 +175,11 @@ impl NodeKey {
 /// The ALPN protocol of status queries (`g2 status`), accepted whatever the
 /// network: such a connection gets one status frame and nothing else.
 pub const STATUS_ALPN: &[u8] = b"g2-status";
+
+/// The ALPN protocol that asks a node which network it is on, accepted
+/// whatever the network: the answer is its network name and nothing else
+/// (a dial refused for another network says which one to pass).
+pub const NETWORK_ALPN: &[u8] = b"g2-network";
 
 /// The ALPN protocol of a network.
 pub fn alpn(network: &str) -> Vec<u8> {
@@ -320,7 +340,7 @@ pub fn server_config(
         .with_client_cert_verifier(Arc::new(SelfCertifyingClient { algs }))
         .with_single_cert(vec![key.cert.clone()], key.private_key())
         .map_err(|e| QuicError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![alpn(network), STATUS_ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn(network), STATUS_ALPN.to_vec(), NETWORK_ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport_config(max_streams));
@@ -395,6 +415,7 @@ pub struct Disconnection {
 struct Inner {
     endpoint: quinn::Endpoint,
     me: Peer,
+    network: String,
     client: quinn::ClientConfig,
     conns: Mutex<HashMap<NodeId, Conn>>,
     inbox_tx: mpsc::Sender<Incoming>,
@@ -455,6 +476,7 @@ impl QuicTransport {
         let inner = Arc::new(Inner {
             endpoint,
             me: Peer::new(cfg.key.id(), NodeAddr::new(local.to_string())),
+            network: cfg.network.clone(),
             client,
             conns: Mutex::new(HashMap::new()),
             inbox_tx: tx,
@@ -533,8 +555,20 @@ impl QuicTransport {
             .endpoint
             .connect_with(self.inner.client.clone(), sock, &server_name_for(expected))
             .map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
-        let conn = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        let conn = match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
             Ok(Ok(c)) => c,
+            Ok(Err(e)) if refused_protocol(&e) => {
+                // another network's node: ask it which, to say what to pass
+                let theirs = query_network(sock).await;
+                if let Err(e) = &theirs {
+                    debug!(%addr, "could not learn the network of a node of another network: {e}");
+                }
+                return Err(TransportError::WrongNetwork {
+                    addr: addr.to_string(),
+                    ours: self.inner.network.clone(),
+                    theirs: theirs.ok(),
+                });
+            }
             Ok(Err(e)) => {
                 let msg = e.to_string();
                 if let Some(expected) = expected
@@ -550,7 +584,8 @@ impl QuicTransport {
             }
             Err(_) => {
                 return Err(TransportError::Unreachable(format!(
-                    "{addr}: handshake timed out"
+                    "{addr}: {}",
+                    no_answer(addr, DIAL_TIMEOUT)
                 )));
             }
         };
@@ -666,18 +701,34 @@ async fn accept_loop(inner: std::sync::Weak<Inner>, endpoint: quinn::Endpoint) {
                     return;
                 }
             };
-            let is_status = conn
+            let protocol = conn
                 .handshake_data()
                 .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-                .and_then(|h| h.protocol)
-                .is_some_and(|p| p == STATUS_ALPN);
-            if !is_status && let Some(i) = inner.upgrade() {
+                .and_then(|h| h.protocol);
+            let is_status = protocol.as_deref() == Some(STATUS_ALPN);
+            let is_network = protocol.as_deref() == Some(NETWORK_ALPN);
+            if !is_status
+                && !is_network
+                && let Some(i) = inner.upgrade()
+            {
                 lock(&i.live).insert(conn.stable_id(), conn.clone());
             }
             drop(accepting);
             if is_status {
                 let provider = inner.upgrade().and_then(|i| lock(&i.status).clone());
-                answer_status(conn, provider).await;
+                let body = match provider {
+                    Some(p) => p(),
+                    None => Vec::new(),
+                };
+                answer_once(conn, body).await;
+                return;
+            }
+            if is_network {
+                let body = inner
+                    .upgrade()
+                    .map(|i| i.network.clone().into_bytes())
+                    .unwrap_or_default();
+                answer_once(conn, body).await;
                 return;
             }
             let id = match peer_id(&conn) {
@@ -701,11 +752,8 @@ async fn accept_loop(inner: std::sync::Weak<Inner>, endpoint: quinn::Endpoint) {
     }
 }
 
-async fn answer_status(conn: quinn::Connection, provider: Option<StatusProvider>) {
-    let body = match provider {
-        Some(p) => p(),
-        None => Vec::new(),
-    };
+/// Answers a one-question connection (status, network) with `body`.
+async fn answer_once(conn: quinn::Connection, body: Vec<u8>) {
     let res = async {
         let mut s = conn.open_uni().await?;
         s.write_all(&(body.len() as u32).to_be_bytes()).await?;
@@ -715,7 +763,7 @@ async fn answer_status(conn: quinn::Connection, provider: Option<StatusProvider>
     }
     .await;
     if let Err(e) = res {
-        debug!("status query not answered: {e}");
+        debug!("query not answered: {e}");
     }
     // the client closes once it has read the answer
     let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
@@ -723,8 +771,33 @@ async fn answer_status(conn: quinn::Connection, provider: Option<StatusProvider>
 
 /// Asks the node at `addr` for its status (whatever its network).
 pub async fn query_status(addr: SocketAddr) -> Result<Vec<u8>, QuicError> {
+    query(addr, STATUS_ALPN, Duration::from_secs(10), MAX_FRAME).await
+}
+
+/// Asks the node at `addr` which network it is on. The answer is checked to
+/// be a valid network name (it comes from a stranger and may be printed).
+pub async fn query_network(addr: SocketAddr) -> Result<String, QuicError> {
+    let bytes = query(addr, NETWORK_ALPN, Duration::from_secs(3), 256).await?;
+    let name = String::from_utf8(bytes).map_err(|_| {
+        QuicError::Query(format!(
+            "{addr} named its network in bytes that are not UTF-8"
+        ))
+    })?;
+    g2_core::validate_network_name(&name)
+        .map_err(|e| QuicError::Query(format!("{addr} named its network {name:?}: {e}")))?;
+    Ok(name)
+}
+
+/// One question to the node at `addr` over `protocol`: the one stream it
+/// answers on, at most `max` bytes.
+async fn query(
+    addr: SocketAddr,
+    protocol: &[u8],
+    within: Duration,
+    max: usize,
+) -> Result<Vec<u8>, QuicError> {
     let key = NodeKey::generate()?;
-    let crypto = client_tls(&key, STATUS_ALPN.to_vec())?;
+    let crypto = client_tls(&key, protocol.to_vec())?;
     let local: SocketAddr = if addr.is_ipv6() {
         "[::]:0"
             .parse()
@@ -736,9 +809,9 @@ pub async fn query_status(addr: SocketAddr) -> Result<Vec<u8>, QuicError> {
         addr: local,
         reason: e.to_string(),
     })?;
-    let fail = |e: String| QuicError::Config(format!("status of {addr}: {e}"));
+    let fail = |e: String| QuicError::Query(format!("asking {addr}: {e}"));
     let conn = tokio::time::timeout(
-        Duration::from_secs(10),
+        within,
         endpoint
             .connect_with(
                 quinn::ClientConfig::new(Arc::new(crypto)),
@@ -748,24 +821,44 @@ pub async fn query_status(addr: SocketAddr) -> Result<Vec<u8>, QuicError> {
             .map_err(|e| fail(e.to_string()))?,
     )
     .await
-    .map_err(|_| fail("no answer within 10 s".into()))?
-    .map_err(|e| fail(e.to_string()))?;
-    let mut s = conn.accept_uni().await.map_err(|e| fail(e.to_string()))?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)
+    .map_err(|_| QuicError::Query(no_answer(addr, within)))?
+    .map_err(|e| {
+        if refused_protocol(&e) {
+            fail("it is a G2 node too old to answer this question".into())
+        } else {
+            fail(e.to_string())
+        }
+    })?;
+    let read = async {
+        let mut s = conn.accept_uni().await.map_err(|e| fail(e.to_string()))?;
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > max {
+            return Err(fail(format!("oversize answer ({len} bytes)")));
+        }
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(body)
+    };
+    let body = tokio::time::timeout(within, read)
         .await
-        .map_err(|e| fail(e.to_string()))?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(fail(format!("oversize answer ({len} bytes)")));
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|_| fail(format!("no answer within {} s", within.as_secs())))??;
     conn.close(CLOSE_SHUTDOWN.into(), b"done");
     endpoint.wait_idle().await;
     Ok(body)
+}
+
+/// Whether a handshake failed because the peer speaks none of the protocols
+/// offered (TLS alert 120, no_application_protocol): for a G2 node, it is on
+/// another network.
+fn refused_protocol(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+        if c.error_code == quinn::TransportErrorCode::crypto(120))
 }
 
 /// Reads frames from every stream the peer opens on `conn`.

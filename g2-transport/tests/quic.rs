@@ -85,7 +85,13 @@ async fn a_peer_whose_key_does_not_match_the_claimed_id_is_refused() {
 async fn nodes_of_two_networks_cannot_talk() {
     let (a, b) = (endpoint("alpha").await, endpoint("beta").await);
     let err = a.identify(&b.local_peer().addr).await.unwrap_err();
-    assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
+    match &err {
+        TransportError::WrongNetwork { ours, theirs, .. } => {
+            assert_eq!(ours, "alpha");
+            assert_eq!(theirs.as_deref(), Some("beta"), "it asked b which network");
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(a.send(&b.local_peer(), b"x".to_vec()).await.is_err());
     let c = endpoint("alpha").await;
     assert_eq!(

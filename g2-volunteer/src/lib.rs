@@ -347,6 +347,7 @@ impl Volunteer {
         cfg: &VolunteerConfig,
         register: impl FnOnce(ReadyBuilder) -> ReadyBuilder,
     ) -> Result<Self, VolunteerError> {
+        claim_data_dir(&cfg.data_dir, &cfg.network)?;
         let key = NodeKey::load_or_create(&cfg.data_dir)?;
         let transport =
             QuicTransport::bind(QuicConfig::new(cfg.network.clone(), cfg.listen, key)).await?;
@@ -585,4 +586,34 @@ pub async fn join_as_client(
 /// Whether `path` looks like a volunteer data dir (holds a node key).
 pub fn is_data_dir(path: &Path) -> bool {
     path.join("node.key").exists()
+}
+
+/// The file in a data dir that names the network its node belongs to.
+const NETWORK_FILE: &str = "network";
+
+/// Checks that `dir` is not the data dir of a node of another network (its
+/// key and the objects its store keeps belong there), and marks it as this
+/// network's on first use.
+pub fn claim_data_dir(dir: &std::path::Path, network: &str) -> Result<(), VolunteerError> {
+    let marker = dir.join(NETWORK_FILE);
+    match std::fs::read_to_string(&marker) {
+        Ok(found) if found.trim() == network => Ok(()),
+        Ok(found) => Err(VolunteerError::Config(format!(
+            "data dir {} belongs to a volunteer of network {:?} (this one joins {network:?}): pass --network {}, or another --data-dir",
+            dir.display(),
+            found.trim(),
+            found.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| VolunteerError::Config(format!("data dir {}: {e}", dir.display())))?;
+            std::fs::write(&marker, format!("{network}\n"))
+                .map_err(|e| VolunteerError::Config(format!("data dir {}: {e}", dir.display())))
+        }
+        Err(e) => Err(VolunteerError::Config(format!(
+            "data dir {}: {}: {e}",
+            dir.display(),
+            marker.display()
+        ))),
+    }
 }

@@ -293,3 +293,152 @@ fn publish_out_writes_a_code_server_directory_and_a_bad_code_server_is_refused()
     assert!(err.contains("https is not supported"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The errors a newcomer meets first: a bootstrap peer of another network,
+/// nothing G2 at an address, a data dir of a volunteer of another network
+/// (or of one still running). Each says what happened and what to do, in
+/// one line.
+#[test]
+fn first_contact_errors_say_what_happened_and_what_to_do() {
+    let dir = std::env::temp_dir().join(format!("g2-first-contact-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let bars = dir.join("bars");
+    let (mut a, addr) = start(&[
+        "--network",
+        "bars.test",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        bars.to_str().unwrap(),
+    ]);
+    let one_line = |err: &str| {
+        let err = err.trim();
+        assert!(err.starts_with("g2: ") && err.lines().count() == 1, "{err}");
+    };
+
+    // a volunteer of another network bootstrapping through it
+    let out = Command::new(G2)
+        .args([
+            "volunteer",
+            "--network",
+            "tsp.g2",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--bootstrap", &addr, "--data-dir"])
+        .arg(dir.join("other"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{addr} belongs to another network (this node joins \"tsp.g2\"): it is on \"bars.test\": pass --network bars.test"
+        )),
+        "{err}"
+    );
+    one_line(&err);
+    assert_eq!(status(&addr)["network"], "bars.test", "it keeps serving");
+
+    // a UDP port where nothing speaks G2 (it reads and never answers): for a
+    // status query and for a bootstrap, asked side by side
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let there = silent.local_addr().unwrap().to_string();
+    let status_run = Command::new(G2)
+        .args(["status", "--connect", &there])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let join_run = Command::new(G2)
+        .args([
+            "volunteer",
+            "--network",
+            "x.test",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--bootstrap", &there, "--data-dir"])
+        .arg(dir.join("x"))
+        .env("RUST_LOG", "off")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for (run, says) in [
+        (
+            status_run,
+            format!("no G2 node answered at {there} within 10 s"),
+        ),
+        (
+            join_run,
+            format!(
+                "cannot join through bootstrap peer {there}: no G2 node answered at {there} within 10 s"
+            ),
+        ),
+    ] {
+        let out = run.wait_with_output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&says) && err.contains("check the address and port"),
+            "{err}"
+        );
+        one_line(&err);
+    }
+    drop(silent);
+
+    // the data dir of a volunteer still running
+    #[cfg(feature = "rocksdb")]
+    {
+        let out = Command::new(G2)
+            .args([
+                "volunteer",
+                "--network",
+                "bars.test",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&bars)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(
+                "is in use by another process (a volunteer already running with this data dir?)"
+            ),
+            "{err}"
+        );
+        one_line(&err);
+    }
+    let _ = a.0.kill();
+    let _ = wait_exit(&mut a, Duration::from_secs(10));
+
+    // the data dir of a volunteer of another network
+    let out = Command::new(G2)
+        .args([
+            "volunteer",
+            "--network",
+            "other.test",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&bars)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "data dir {} belongs to a volunteer of network \"bars.test\" (this one joins \"other.test\"): pass --network bars.test, or another --data-dir",
+            bars.display()
+        )),
+        "{err}"
+    );
+    one_line(&err);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -129,9 +129,14 @@ async fn a_node_cannot_join_through_a_node_of_another_network() {
         .network("beta")
         .overlay(Directory::new().overlay())
         .transport(quic("beta").await)
-        .bootstrap(addr)
+        .bootstrap(addr.clone())
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, g2::BuildError::Bootstrap { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{addr} belongs to another network (this node joins \"beta\"): it is on \"alpha\": pass --network alpha"
+        )
+    );
 }

@@ -33,10 +33,11 @@ pub async fn client_node(args: &Args, bootstrap: std::net::SocketAddr) -> Result
     if let Some(p) = args.policy(std::sync::Arc::new(g2::MemStore::new())) {
         b = b.fault_tolerance(p);
     }
-    let node = b
-        .build()
-        .await
-        .map_err(|e| format!("joining the network at {bootstrap}: {e}"))?;
+    let node = b.build().await.map_err(|e| match e {
+        // (these name the address and say what to do)
+        g2::BuildError::WrongNetwork(_) | g2::BuildError::Bootstrap { .. } => e.to_string(),
+        e => format!("joining the network at {bootstrap}: {e}"),
+    })?;
     if !args.no_publish {
         publish(&node, args).await?;
     }

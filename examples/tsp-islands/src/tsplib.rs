@@ -193,7 +193,7 @@ pub fn parse(text: &str) -> Result<Instance, TsplibError> {
             _ => {
                 return Err(parse_error(
                     line_no,
-                    format!("expected `KEY: VALUE`, found `{line}`"),
+                    format!("expected `KEY: VALUE`, found `{}`", shorten(line)),
                 ));
             }
         }
@@ -671,4 +671,14 @@ mod tests {
             assert_eq!(inst.best_known, Some(best), "{file}");
         }
     }
+}
+
+/// A line of a file that may be anything, fit to quote in one line of an
+/// error: at most 60 characters, control characters escaped.
+fn shorten(line: &str) -> String {
+    let mut out: String = line.chars().take(60).flat_map(char::escape_debug).collect();
+    if line.chars().count() > 60 {
+        out.push('…');
+    }
+    out
 }

@@ -116,6 +116,25 @@ fn a_bad_instance_file_names_its_line() {
     let (ok, _, stderr) = run(&["--instance", path.to_str().unwrap(), "--sequential"]);
     assert!(!ok);
     assert!(stderr.contains("line 7"), "{stderr}");
+    // a file that is no TSPLIB instance at all, and a directory
+    let readme = dir.join("README.md");
+    std::fs::write(&readme, "# A project\n\nSome text.\n").unwrap();
+    let (ok, _, stderr) = run(&["--instance", readme.to_str().unwrap(), "--sequential"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("is not a TSPLIB instance")
+            && stderr.contains("found `# A project`")
+            && stderr.contains("NODE_COORD_SECTION")
+            && stderr.contains("berlin52"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    let (ok, _, stderr) = run(&["--instance", dir.to_str().unwrap(), "--sequential"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot read it") && stderr.contains("pass a TSPLIB .tsp file"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = run(&["--instance", "no-such-instance"]);
     assert!(!ok);
     assert!(
@@ -165,4 +184,69 @@ fn ft_overhead_times_both_policies_on_the_same_tour() {
     );
     assert!(none > 0.0 && local > 0.0);
     assert!((v["ratio"].as_f64().unwrap() - local / none).abs() < 1e-9);
+}
+
+/// A client pointed at a volunteer of another network is told so at once,
+/// with the network to pass; the volunteer keeps serving.
+#[test]
+fn a_client_pointed_at_another_network_says_so_and_which() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = std::env::temp_dir().join(format!("tsp-islands-othernet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut volunteer = Command::new(env!("CARGO_BIN_EXE_tsp-islands"))
+        .args([
+            "volunteer",
+            "--network",
+            "bars.test",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(volunteer.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    // the client's default network is tsp.g2
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = run(&["run", "--connect", &addr, "--instance", "berlin52"]);
+    let took = started.elapsed();
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "{addr} belongs to another network (this node joins \"tsp.g2\"): it is on \"bars.test\": pass --network bars.test"
+        )),
+        "{stderr}"
+    );
+    eprintln!("the client exited after {took:?}");
+    // the volunteer still serves: a client of its network runs
+    let (ok, stdout, stderr) = run(&[
+        "run",
+        "--connect",
+        &addr,
+        "--network",
+        "bars.test",
+        "--instance",
+        "berlin52",
+        "--islands",
+        "2",
+        "--epochs",
+        "2",
+        "--generations",
+        "2",
+        "--json",
+        "--no-publish",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("tour_blake3"), "{stdout}");
+    let _ = volunteer.kill();
+    let _ = volunteer.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }

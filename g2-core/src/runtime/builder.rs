@@ -211,17 +211,12 @@ impl NodeBuilder<WithNetwork, WithOverlay, WithTransport> {
         }
         let transport = self.transport.0;
         let bootstrap = match opts.bootstrap {
-            Some(addr) => {
-                Some(
-                    transport
-                        .identify(&addr)
-                        .await
-                        .map_err(|e| BuildError::Bootstrap {
-                            addr: addr.to_string(),
-                            reason: e.to_string(),
-                        })?,
-                )
-            }
+            Some(addr) => Some(
+                transport
+                    .identify(&addr)
+                    .await
+                    .map_err(|e| bootstrap_error(&addr, e))?,
+            ),
             None => None,
         };
         let factory = self.overlay.0;
@@ -245,5 +240,24 @@ impl NodeBuilder<WithNetwork, WithOverlay, WithTransport> {
             load_balancing: opts.load_balancing,
         };
         Node::start(cfg, bootstrap, opts.join_timeout).await
+    }
+}
+
+/// Why joining through `addr` failed, in one line that does not repeat it.
+fn bootstrap_error(addr: &crate::NodeAddr, e: crate::transport::TransportError) -> BuildError {
+    use crate::transport::TransportError;
+    match e {
+        e @ TransportError::WrongNetwork { .. } => BuildError::WrongNetwork(e.to_string()),
+        TransportError::Unreachable(m) => {
+            let prefix = format!("{addr}: ");
+            BuildError::Bootstrap {
+                addr: addr.to_string(),
+                reason: m.strip_prefix(&prefix).map(str::to_string).unwrap_or(m),
+            }
+        }
+        other => BuildError::Bootstrap {
+            addr: addr.to_string(),
+            reason: other.to_string(),
+        },
     }
 }

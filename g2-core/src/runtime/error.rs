@@ -115,8 +115,12 @@ pub enum BuildError {
     /// Two registered types share a name.
     #[error("two types are registered as {0:?}")]
     DuplicateType(&'static str),
+    /// The bootstrap peer belongs to another network (the message says which
+    /// network it is on, where it said).
+    #[error("{0}")]
+    WrongNetwork(String),
     /// The bootstrap peer could not be reached.
-    #[error("bootstrap peer {addr} unreachable: {reason}")]
+    #[error("cannot join through bootstrap peer {addr}: {reason}")]
     Bootstrap {
         /// Its address.
         addr: String,
