@@ -402,6 +402,16 @@ impl DistMatrix {
     }
 }
 
+/// A line of a file that may be anything, fit to quote in one line of an
+/// error: at most 60 characters, control characters escaped.
+fn shorten(line: &str) -> String {
+    let mut out: String = line.chars().take(60).flat_map(char::escape_debug).collect();
+    if line.chars().count() > 60 {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,14 +681,4 @@ mod tests {
             assert_eq!(inst.best_known, Some(best), "{file}");
         }
     }
-}
-
-/// A line of a file that may be anything, fit to quote in one line of an
-/// error: at most 60 characters, control characters escaped.
-fn shorten(line: &str) -> String {
-    let mut out: String = line.chars().take(60).flat_map(char::escape_debug).collect();
-    if line.chars().count() > 60 {
-        out.push('…');
-    }
-    out
 }
