@@ -443,3 +443,81 @@ async fn two_roots_given_as_many_objects_at_once_keep_them_rather_than_swap_them
     );
     every_node_adds_once(&net, &objects).await;
 }
+
+/// Waits (bounded) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A volunteer whose owner needs the machine stops hosting: it passes every
+/// object on without losing or repeating a call, places new ones elsewhere,
+/// and takes objects again when it hosts again. Paused calls wait, then run.
+async fn a_node_that_stops_hosting_gives_its_objects_back_and_takes_them_again(routing: Routing) {
+    let net = network(routing, 4).await;
+    let nodes = net.live();
+    let owner = nodes[1].clone();
+    // objects rooted at the node that will step aside, and others
+    let mut counts = Vec::new();
+    for i in 0..12 {
+        let id = if i % 2 == 0 {
+            id_rooted_at(&net, owner.id())
+        } else {
+            ObjectId::random()
+        };
+        let c = nodes[0].create_with_id::<Count>(id, 0).await.unwrap();
+        c.add(1).await.unwrap();
+        counts.push(c);
+    }
+    until("the node hosts some", || !owner.hosted_objects().is_empty()).await;
+
+    // paused: a call to an object there waits, then runs once resumed
+    owner.pause_calls(true);
+    let there = owner.hosted_objects()[0].0;
+    let waiting = nodes[0]
+        .reference::<TallyRef>(there)
+        .with_timeout(Duration::from_secs(20));
+    let call = tokio::spawn(async move { waiting.add(10).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!call.is_finished(), "a call ran while paused");
+    owner.pause_calls(false);
+    assert_eq!(call.await.unwrap().unwrap(), 11);
+
+    // stops hosting: everything moves off it, calls answer all along
+    owner.set_hosting(false);
+    assert!(!owner.hosting());
+    until("the node hosts nothing", || {
+        owner.hosted_objects().is_empty()
+    })
+    .await;
+    for c in &counts {
+        let total = c.total().await.unwrap();
+        assert!(
+            total == 1 || total == 11,
+            "no call lost or repeated: {total}"
+        );
+    }
+    // new objects rooted at it live elsewhere
+    for _ in 0..3 {
+        let id = id_rooted_at(&net, owner.id());
+        let c = nodes[2].create_with_id::<Count>(id, 5).await.unwrap();
+        assert_eq!(c.add(1).await.unwrap(), 6);
+    }
+    assert!(owner.hosted_objects().is_empty());
+
+    // hosts again: load balancing brings objects back to it
+    owner.set_hosting(true);
+    until("the node hosts again", || {
+        !owner.hosted_objects().is_empty()
+    })
+    .await;
+    for c in &counts {
+        let before = c.total().await.unwrap();
+        assert_eq!(c.add(1).await.unwrap(), before + 1);
+    }
+}
+
+on_both_overlays!(a_node_that_stops_hosting_gives_its_objects_back_and_takes_them_again);

@@ -90,7 +90,9 @@ pub(super) async fn run(
                 None => break,
             },
         };
-        let Some(inner) = node.upgrade() else { return };
+        let Some(mut inner) = node.upgrade() else {
+            return;
+        };
         let inv = match msg {
             InboxMsg::Call(inv) => inv,
             InboxMsg::Migrate { snapshot, verdict } => {
@@ -117,6 +119,14 @@ pub(super) async fn run(
                 }
             }
         };
+        // the volunteer's owner needs the machine: the call waits
+        if *inner.paused.borrow() {
+            let mut paused = inner.paused.subscribe();
+            drop(inner);
+            let _ = paused.wait_for(|p| !*p).await;
+            let Some(again) = node.upgrade() else { return };
+            inner = again;
+        }
         let call = &inv.call;
         let admission = match &policy {
             Some(p) => p.before_call(id, call).await.unwrap_or_else(|e| {

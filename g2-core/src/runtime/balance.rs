@@ -94,6 +94,11 @@ impl Balancer {
         }
     }
 
+    /// Runs objects from now on, or not ([`crate::Node::set_hosting`]).
+    pub(super) fn set_hosting(&mut self, yes: bool) {
+        self.hosting = yes;
+    }
+
     /// Whether this node moves objects by load at all (a node that does not
     /// host always passes its objects on).
     pub(super) fn active(&self) -> bool {
@@ -295,6 +300,11 @@ impl Balancer {
 }
 
 impl NodeInner {
+    /// Whether this node runs objects now.
+    pub(super) fn hosting(&self) -> bool {
+        self.host_objects.load(Ordering::Acquire)
+    }
+
     /// The nodes this one balances its load with: its nearest on the ring.
     pub(super) fn neighbours(&self) -> Vec<Peer> {
         lock(&self.overlay)
@@ -307,7 +317,7 @@ impl NodeInner {
     pub(super) fn load_report(&self) -> LoadReport {
         LoadReport {
             objects: lock(&self.catalog).running(),
-            hosting: self.host_objects,
+            hosting: self.hosting(),
             boot: self.boot,
             ask: false,
         }
@@ -378,7 +388,7 @@ impl NodeInner {
         {
             return None;
         }
-        let (movable, running) = lock(&self.catalog).movable(self.host_objects, MIN_STAY, now());
+        let (movable, running) = lock(&self.catalog).movable(self.hosting(), MIN_STAY, now());
         (!movable.is_empty()).then_some((movable, running))
     }
 
@@ -438,7 +448,7 @@ pub(super) async fn load_loop(node: Weak<NodeInner>) {
             }
             if !inner.leaving.load(Ordering::Acquire) {
                 inner.report_load();
-                if inner.host_objects && inner.balance_needed() {
+                if inner.hosting() && inner.balance_needed() {
                     // not by figures up to half a second old
                     inner.refresh_loads(&inner.neighbours()).await;
                 }

@@ -118,8 +118,11 @@ pub(crate) struct NodeInner {
     pub(super) policies: HashMap<String, Arc<dyn FaultPolicy>>,
     pub(super) types: Types,
     pub(super) call_timeout: Duration,
-    /// Whether this node runs objects (see `NodeBuilder::host_objects`).
-    pub(super) host_objects: bool,
+    /// Whether this node runs objects now (see `NodeBuilder::host_objects`
+    /// and [`Node::set_hosting`]).
+    pub(super) host_objects: AtomicBool,
+    /// While true, hosted objects start no call (see [`Node::pause_calls`]).
+    pub(super) paused: watch::Sender<bool>,
     /// Drawn at start, told with each load report: neighbours learn that this
     /// node restarted even when it came back before they noticed it was gone.
     pub(super) boot: u64,
@@ -200,7 +203,8 @@ impl Node {
             policies: cfg.policies,
             types: cfg.types,
             call_timeout: cfg.call_timeout,
-            host_objects: cfg.host_objects,
+            host_objects: AtomicBool::new(cfg.host_objects),
+            paused: watch::channel(false).0,
             boot: random_u64(),
             started: now(),
             counters: Counters::default(),
@@ -292,10 +296,41 @@ impl Node {
             .iter()
             .all(|p| p.id == me.id);
         let knows = lock(&node.inner.balancer).knows_hosting_neighbour();
-        if !node.inner.host_objects && !alone && !knows {
+        if !node.inner.hosting() && !alone && !knows {
             let _ = tokio::time::timeout(HOSTING_NEIGHBOUR_WAIT, hosting_known).await;
         }
         Ok(node)
+    }
+
+    /// Whether this node runs objects now.
+    pub fn hosting(&self) -> bool {
+        self.inner.hosting()
+    }
+
+    /// Starts or stops running objects, as a volunteer does when its owner's
+    /// machine turns busy or idle. A node that stops passes every object it
+    /// runs on to its neighbours (the way load balancing moves them, without
+    /// losing or repeating a call), tells them it hosts nothing, and places
+    /// new objects it is root of on them, keeping the placement records; one
+    /// that starts again takes objects as any neighbour does.
+    pub fn set_hosting(&self, yes: bool) {
+        let was = self.inner.host_objects.swap(yes, Ordering::AcqRel);
+        lock(&self.inner.balancer).set_hosting(yes);
+        if was != yes {
+            tracing::info!(node = %self.inner.me.id, hosting = yes, "hosting changed");
+        }
+    }
+
+    /// While `paused`, the objects hosted here start no new call: calls queue
+    /// (the one running finishes), and run once resumed. Migrations still go
+    /// ahead between calls; leaving resumes.
+    pub fn pause_calls(&self, paused: bool) {
+        self.inner.paused.send_replace(paused);
+    }
+
+    /// Whether calls are paused ([`Node::pause_calls`]).
+    pub fn calls_paused(&self) -> bool {
+        *self.inner.paused.borrow()
     }
 
     /// This node's id and address.
@@ -445,6 +480,8 @@ impl Node {
     pub async fn leave(&self) -> Result<(), LeaveError> {
         let inner = &self.inner;
         inner.leaving.store(true, Ordering::Release);
+        // (a paused object could not be handed over)
+        inner.paused.send_replace(false);
         let ids = lock(&inner.catalog).ids();
         let moves = ids
             .into_iter()

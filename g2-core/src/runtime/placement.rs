@@ -158,7 +158,7 @@ impl NodeInner {
         let to = match self.placement_target(key) {
             // a passive record is no load: it lives at its root, unless this
             // node hosts nothing
-            Some(_) if passive && self.host_objects => None,
+            Some(_) if passive && self.hosting() => None,
             Some(_) => {
                 self.refresh_loads(&self.neighbours()).await;
                 self.placement_target(key)
