@@ -486,6 +486,17 @@ async fn a_node_that_stops_hosting_gives_its_objects_back_and_takes_them_again(r
     owner.pause_calls(false);
     assert_eq!(call.await.unwrap().unwrap(), 11);
 
+    // keeps its objects but takes no new ones: those rooted at it go elsewhere
+    owner.set_accepting(false);
+    for _ in 0..3 {
+        let id = id_rooted_at(&net, owner.id());
+        let c = nodes[2].create_with_id::<Count>(id, 7).await.unwrap();
+        assert_eq!(c.add(1).await.unwrap(), 8);
+        assert!(!owner.hosted_objects().iter().any(|(o, _)| *o == id));
+    }
+    assert!(owner.running_objects() > 0, "it kept its objects");
+    owner.set_accepting(true);
+
     // stops hosting: everything moves off it, calls answer all along
     owner.set_hosting(false);
     assert!(!owner.hosting());

@@ -78,6 +78,8 @@ pub(super) struct ReportSeen {
 pub(super) struct Balancer {
     /// Whether this node runs objects (see `NodeBuilder::host_objects`).
     hosting: bool,
+    /// Whether it takes new objects (see `Node::set_accepting`).
+    accepting: bool,
     /// Whether it moves objects by load (see `NodeBuilder::load_balancing`).
     balancing: bool,
     loads: HashMap<NodeId, PeerLoad>,
@@ -88,6 +90,7 @@ impl Balancer {
     pub(super) fn new(hosting: bool, balancing: bool) -> Balancer {
         Balancer {
             hosting,
+            accepting: true,
             balancing,
             loads: HashMap::new(),
             waiters: HashMap::new(),
@@ -97,6 +100,11 @@ impl Balancer {
     /// Runs objects from now on, or not ([`crate::Node::set_hosting`]).
     pub(super) fn set_hosting(&mut self, yes: bool) {
         self.hosting = yes;
+    }
+
+    /// Takes new objects from now on, or not ([`crate::Node::set_accepting`]).
+    pub(super) fn set_accepting(&mut self, yes: bool) {
+        self.accepting = yes;
     }
 
     /// Whether this node moves objects by load at all (a node that does not
@@ -204,11 +212,14 @@ impl Balancer {
         neighbours: &[Peer],
         now: Instant,
     ) -> Option<Peer> {
-        if !self.active() {
+        // a node that keeps its objects but takes no new ones places them
+        // as one that does not host
+        let hosting = self.hosting && self.accepting;
+        if hosting && !self.balancing {
             return None;
         }
         let (least, _) = self.least_loaded(neighbours, now, false)?;
-        if self.hosting && mine < least + IMBALANCE {
+        if hosting && mine < least + IMBALANCE {
             return None;
         }
         // of the neighbours running about the fewest, the nearest to the GUID:
@@ -216,7 +227,7 @@ impl Balancer {
         // A node that does not host hands its keys to the nearest neighbours
         // that do, split where they meet (load balancing then evens out the
         // counts from the edges, keeping neighbouring GUIDs together).
-        let window = if self.hosting {
+        let window = if hosting {
             IMBALANCE
         } else {
             NON_HOSTING_SLACK
@@ -225,7 +236,7 @@ impl Balancer {
             .iter()
             .filter(|p| {
                 self.fresh(p.id, now).is_some_and(|l| {
-                    l.objects < least + window && (!self.hosting || l.objects + IMBALANCE <= mine)
+                    l.objects < least + window && (!hosting || l.objects + IMBALANCE <= mine)
                 })
             })
             .min_by_key(|p| (key.distance(p.id.key()), p.id))
@@ -317,7 +328,7 @@ impl NodeInner {
     pub(super) fn load_report(&self) -> LoadReport {
         LoadReport {
             objects: lock(&self.catalog).running(),
-            hosting: self.hosting(),
+            hosting: self.hosting() && self.accepting.load(Ordering::Acquire),
             boot: self.boot,
             ask: false,
         }
