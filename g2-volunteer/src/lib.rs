@@ -20,6 +20,7 @@
 //! ```
 
 pub mod code;
+pub mod idle;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,39 @@ pub struct VolunteerArgs {
     #[arg(long = "code-server", value_name = "URL")]
     #[serde(default)]
     pub code_servers: Vec<String>,
+    /// When to compute: `always` (default) or `idle`, by the criteria below
+    /// (the volunteer then runs at nice 19 and steps aside while the owner
+    /// works).
+    #[arg(long, value_enum)]
+    pub run_when: Option<idle::RunWhen>,
+    /// Under `idle`: the owner counts as away after this many minutes without
+    /// keyboard, mouse or terminal input (default 3).
+    #[arg(long)]
+    pub user_idle_min: Option<f64>,
+    /// Under `idle`: other programs using more than this percent of the
+    /// machine's CPU make it busy (default 25).
+    #[arg(long)]
+    pub other_cpu_above: Option<f64>,
+    /// Under `idle`: with the owner back, keep running while other programs use
+    /// little CPU (default true) ...
+    #[arg(long)]
+    pub linger_longer: Option<bool>,
+    /// ... at most this percent (default 50).
+    #[arg(long)]
+    pub linger_cpu_above: Option<f64>,
+    /// Under `idle`: suspended this many seconds, pass every object on to
+    /// neighbours (default 60).
+    #[arg(long)]
+    pub suspend_grace_s: Option<u64>,
+    /// Under `idle`: compute only in these daily windows, `HH:MM-HH:MM` in UTC
+    /// or with an offset (`18:00-08:00+01:00`). Repeat for several.
+    #[arg(long = "schedule", value_name = "WINDOW")]
+    #[serde(default)]
+    pub schedule: Vec<String>,
+    /// Reads the machine's signals from this JSON file instead of the machine
+    /// (tests and demonstrations: `{"other_cpu_pct": 90, "user_idle": 600}`).
+    #[arg(long, hide = true)]
+    pub idle_signals_file: Option<PathBuf>,
     /// A TOML file with the same keys (`network = "..."`, `listen = "..."`, ...).
     #[arg(long)]
     #[serde(skip)]
@@ -106,7 +140,7 @@ pub struct VolunteerArgs {
 }
 
 /// Resolved volunteer settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VolunteerConfig {
     /// The network name.
     pub network: String,
@@ -134,6 +168,10 @@ pub struct VolunteerConfig {
     pub code_cache_bytes: u64,
     /// Code servers tried before the network, in order.
     pub code_servers: Vec<code::CodeServer>,
+    /// When to compute.
+    pub idle: idle::Criteria,
+    /// Where the idle signals come from, if not the machine.
+    pub idle_signals_file: Option<PathBuf>,
 }
 
 /// Why a volunteer could not start or stop cleanly.
@@ -170,6 +208,11 @@ impl VolunteerConfig {
             }
             None => VolunteerArgs::default(),
         };
+        let idle = idle_criteria(args, &file)?;
+        let idle_signals_file = args
+            .idle_signals_file
+            .clone()
+            .or(file.idle_signals_file.clone());
         let network = args
             .network
             .clone()
@@ -206,6 +249,8 @@ impl VolunteerConfig {
             .map(|u| u.parse().map_err(VolunteerError::Config))
             .collect::<Result<Vec<code::CodeServer>, _>>()?;
         Ok(Self {
+            idle,
+            idle_signals_file,
             code_servers,
             trusted_publishers,
             trust_any_publisher: args.trust_any_publisher || file.trust_any_publisher,
@@ -323,6 +368,7 @@ pub struct Volunteer {
     node: Node,
     transport: QuicTransport,
     code: Arc<code::NetworkCode>,
+    idle: Arc<idle::Idle>,
 }
 
 /// What `g2 status` shows of a volunteer: its node, and the code it runs.
@@ -334,6 +380,9 @@ pub struct VolunteerStatus {
     /// Bundles cached and workers running.
     #[serde(default)]
     pub code: code::CodeStatus,
+    /// When it computes, and what it does now.
+    #[serde(default)]
+    pub idle: Option<idle::IdleStatus>,
 }
 
 impl Volunteer {
@@ -373,12 +422,15 @@ impl Volunteer {
         }
         let node = register(builder).build().await?;
         code.attach(node.clone());
+        let idle = start_idle(&node, cfg, &code);
         let for_status = node.clone();
         let code_status = code.clone();
+        let idle_status = idle.clone();
         transport.set_status_provider(move || {
             serde_json::to_vec(&VolunteerStatus {
                 node: for_status.status(),
                 code: code_status.status(),
+                idle: Some(idle_status.status()),
             })
             .unwrap_or_default()
         });
@@ -388,12 +440,18 @@ impl Volunteer {
             node,
             transport,
             code,
+            idle,
         })
     }
 
     /// The node.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// When it computes, and what it does now.
+    pub fn idle(&self) -> idle::IdleStatus {
+        self.idle.status()
     }
 
     /// The code it fetched and the workers it runs.
@@ -507,6 +565,9 @@ pub fn print_status(v: &VolunteerStatus, json: bool) {
         "migration {} in, {} out",
         s.stats.migrations_in, s.stats.migrations_out
     );
+    if let Some(i) = &v.idle {
+        println!("idle      {}", i.line());
+    }
     println!("neighbours ({}):", s.neighbours.len());
     for p in &s.neighbours {
         println!("  {p}");
@@ -616,4 +677,80 @@ pub fn claim_data_dir(dir: &std::path::Path, network: &str) -> Result<(), Volunt
             marker.display()
         ))),
     }
+}
+
+/// The idle criteria from the flags and the file (flags win), checked.
+fn idle_criteria(
+    args: &VolunteerArgs,
+    file: &VolunteerArgs,
+) -> Result<idle::Criteria, VolunteerError> {
+    let d = idle::Criteria::default();
+    let bad = |key: &str, why: String| VolunteerError::Config(format!("{key}: {why}"));
+    let percent = |key: &str, v: Option<f64>, default: f64| -> Result<f64, VolunteerError> {
+        match v {
+            None => Ok(default),
+            Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
+            Some(p) => Err(bad(key, format!("{p} is not a percentage (0 to 100)"))),
+        }
+    };
+    let user_idle_min = match args.user_idle_min.or(file.user_idle_min) {
+        None => d.user_idle.as_secs_f64() / 60.0,
+        Some(m) if m.is_finite() && m >= 0.0 => m,
+        Some(m) => {
+            return Err(bad(
+                "user-idle-min",
+                format!("{m} is not a number of minutes (0 or more)"),
+            ));
+        }
+    };
+    let linger = args.linger_longer.or(file.linger_longer).unwrap_or(true);
+    let linger_cpu = percent(
+        "linger-cpu-above",
+        args.linger_cpu_above.or(file.linger_cpu_above),
+        d.linger_cpu_above.unwrap_or(50.0),
+    )?;
+    let mut schedule = Vec::new();
+    for w in file.schedule.iter().chain(&args.schedule) {
+        schedule.push(idle::parse_window(w).map_err(|e| bad("schedule", e))?);
+    }
+    Ok(idle::Criteria {
+        run_when: args.run_when.or(file.run_when).unwrap_or(d.run_when),
+        user_idle: Duration::from_secs_f64(user_idle_min * 60.0),
+        other_cpu_above: percent(
+            "other-cpu-above",
+            args.other_cpu_above.or(file.other_cpu_above),
+            d.other_cpu_above,
+        )?,
+        linger_cpu_above: linger.then_some(linger_cpu),
+        suspend_grace: args
+            .suspend_grace_s
+            .or(file.suspend_grace_s)
+            .map_or(d.suspend_grace, Duration::from_secs),
+        schedule,
+    })
+}
+
+/// Starts the idle driver (under `run-when = "idle"`, at nice 19).
+fn start_idle(
+    node: &Node,
+    cfg: &VolunteerConfig,
+    code: &Arc<code::NetworkCode>,
+) -> Arc<idle::Idle> {
+    if cfg.idle.run_when == idle::RunWhen::Idle {
+        match rustix::process::setpriority_process(None, 19) {
+            Ok(()) => info!("run-when = idle: running at nice 19"),
+            Err(e) => tracing::warn!("could not lower this process's priority to nice 19: {e}"),
+        }
+    }
+    let signals: Box<dyn idle::Signals> = match &cfg.idle_signals_file {
+        Some(p) => Box::new(idle::FileSignals::new(p.clone())),
+        None => Box::new(idle::MachineSignals::default()),
+    };
+    let code = code.clone();
+    let ours = Arc::new(move || {
+        let mut pids = vec![std::process::id()];
+        pids.extend(code.worker_pids());
+        pids
+    });
+    idle::start(node.clone(), cfg.idle.clone(), signals, ours)
 }

@@ -195,6 +195,15 @@ impl NetworkCode {
         }
     }
 
+    /// The process ids of the workers running.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        lock(&self.running)
+            .values()
+            .filter(|r| r.conn.failure().is_none())
+            .map(|r| r.conn.pid())
+            .collect()
+    }
+
     /// Stops every worker (the volunteer is leaving).
     pub fn stop_workers(&self) {
         let running: Vec<Arc<Running>> = lock(&self.running).drain().map(|(_, r)| r).collect();
