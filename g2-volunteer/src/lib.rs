@@ -737,8 +737,8 @@ fn start_idle(
     code: &Arc<code::NetworkCode>,
 ) -> Arc<idle::Idle> {
     if cfg.idle.run_when == idle::RunWhen::Idle {
-        match rustix::process::setpriority_process(None, 19) {
-            Ok(()) => info!("run-when = idle: running at nice 19"),
+        match renice_process(19) {
+            Ok(n) => info!(threads = n, "run-when = idle: running at nice 19"),
             Err(e) => tracing::warn!("could not lower this process's priority to nice 19: {e}"),
         }
     }
@@ -753,4 +753,19 @@ fn start_idle(
         pids
     });
     idle::start(node.clone(), cfg.idle.clone(), signals, ours)
+}
+
+/// Sets every thread of this process to `nice` (on Linux a priority belongs to
+/// a thread, and a thread starts with its creator's: threads started later
+/// inherit it). How many threads it set.
+fn renice_process(nice: i32) -> std::io::Result<usize> {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc/self/task")?.flatten() {
+        let tid = e.file_name().to_string_lossy().parse::<i32>().ok();
+        if let Some(pid) = tid.and_then(rustix::process::Pid::from_raw) {
+            rustix::process::setpriority_process(Some(pid), nice)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }

@@ -151,16 +151,20 @@ fn a_volunteer_whose_owner_gets_busy_gives_its_islands_back_and_takes_them_again
         || busy.islands() > 0,
     );
     busy.owner(BUSY);
+    let load_started = Instant::now();
     until("it suspends", Duration::from_secs(20), || {
         let (state, reason) = busy.state();
         state != "running" && (state != "suspended" || reason.contains("other-cpu-above"))
     });
-    let gone = until(
+    until(
         "its islands are all elsewhere",
         Duration::from_secs(30),
         || busy.islands() == 0 && busy.state().0 == "waiting",
     );
-    eprintln!("islands all elsewhere {gone:?} after the volunteer suspended");
+    eprintln!(
+        "islands all elsewhere {:?} after the owner's load started (suspend-grace-s = 2)",
+        load_started.elapsed()
+    );
     assert!(
         matches!(client.try_wait(), Ok(None)),
         "the run went on meanwhile"
