@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Join a network and volunteer this machine until SIGTERM / Ctrl-C.
-    Volunteer(VolunteerArgs),
+    Volunteer(Box<VolunteerArgs>),
     /// Show a volunteer's id, neighbours, objects and counters.
     Status {
         /// The volunteer's address.
