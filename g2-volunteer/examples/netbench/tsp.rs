@@ -128,7 +128,9 @@ fn tsp_case(
     args: &[String],
     log_dir: &Path,
 ) -> Result<Value, String> {
-    let network = format!("netbench-tsp-{}-{label}", std::process::id());
+    // one network for every case: the cases reuse the volunteers' data dirs
+    // (and the bundles cached there), and a data dir keeps to one network
+    let network = format!("netbench-tsp-{}", std::process::id());
     let mut procs = Vec::new();
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for (i, (cpu, dir)) in volunteers.iter().enumerate() {
