@@ -20,14 +20,44 @@
 //!    calls then go through `before_call`/`after_call` like any other;
 //! 5. [`FaultPolicy::on_departed`] when the object migrates away.
 //!
+//! A policy that keeps records on other nodes (replicated fault tolerance)
+//! gets, at node start, a [`PolicyPeers`] handle ([`FaultPolicy::attach`]):
+//! this node's replica sets, and requests to the same policy on a peer, which
+//! it answers in [`FaultPolicy::on_message`]. It hears of neighbours that fail
+//! ([`FaultPolicy::on_peer_failed`]) and of changes to the ring around it
+//! ([`FaultPolicy::on_neighbours_changed`]). Policies that keep everything
+//! local ignore all four.
+//!
 //! The policy is chosen by the client per run and travels with each object: a
 //! node looks it up by [`FaultPolicy::name`]. The name `none` (scenario 1,
 //! graceful migration only) needs no policy object: the runtime skips every hook.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 
-use crate::id::{CallId, ObjectId};
+use crate::id::{CallId, Key, NodeId, ObjectId, Peer};
 use crate::wire::RemoteError;
+
+/// What a policy may ask of its node's network (see the module docs).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait PolicyPeers: Send + Sync + 'static {
+    /// This node.
+    fn me(&self) -> Peer;
+    /// The `n` nodes nearest `key` on the ring as this node sees it (the
+    /// replica set: Pastry's leaf set, Chord's successors), nearest first.
+    fn replica_set(&self, key: Key, n: usize) -> Vec<Peer>;
+    /// Sends `body` to the same policy on `to` (straight to it, not routed)
+    /// and waits at most `timeout` for its [`FaultPolicy::on_message`] answer.
+    async fn request(
+        &self,
+        to: &Peer,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, crate::CallError>;
+}
 
 /// The name of scenario 1, which every node serves.
 pub const POLICY_NONE: &str = "none";
@@ -222,4 +252,25 @@ pub trait FaultPolicy: Send + Sync + 'static {
         let _ = (object, carried);
         Ok(())
     }
+    /// At node start: how to reach the same policy on other nodes.
+    fn attach(&self, peers: Arc<dyn PolicyPeers>) {
+        let _ = peers;
+    }
+    /// A request from the same policy on `from` ([`PolicyPeers::request`]);
+    /// the answer, or why none (the requester gets
+    /// [`RemoteError::PolicyRefused`] with it).
+    async fn on_message(&self, from: &Peer, body: &[u8]) -> Result<Vec<u8>, PolicyError> {
+        let _ = (from, body);
+        Err(PolicyError::Refused(format!(
+            "policy {} takes no messages from peers",
+            self.name()
+        )))
+    }
+    /// The overlay declared neighbour `peer` failed.
+    async fn on_peer_failed(&self, peer: NodeId) {
+        let _ = peer;
+    }
+    /// The ring around this node changed (a join, a leave, a repair): replica
+    /// sets may have too.
+    async fn on_neighbours_changed(&self) {}
 }

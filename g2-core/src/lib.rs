@@ -47,7 +47,7 @@ mod uri;
 pub mod wire;
 pub mod worker;
 
-pub use fault::FaultPolicy;
+pub use fault::{FaultPolicy, PolicyPeers};
 pub use id::{CallId, Key, NodeAddr, NodeId, ObjectId, Peer};
 pub use overlay::{Overlay, OverlayFactory};
 pub use runtime::blocks::BlockSource;

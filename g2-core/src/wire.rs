@@ -149,6 +149,15 @@ pub enum RequestKind {
         /// One-way: the reply acknowledges acceptance, not completion.
         oneway: bool,
     },
+    /// A message to fault-tolerance policy `policy` on the node the request
+    /// is sent to (not routed); the reply carries its answer.
+    Policy {
+        /// The policy's name.
+        policy: String,
+        /// What the policy makes of it.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
     /// A content-addressed block from the node the request is sent to (not
     /// routed): the bytes whose blake3 is `key`, if that node keeps them (a
     /// volunteer serving chunks of the code it fetched, PAST-style).
@@ -353,6 +362,7 @@ impl Body {
                 RequestKind::Migrate { state, carried, .. } => state.len() + carried.len(),
                 RequestKind::Call { args, .. } => args.len(),
                 RequestKind::Block { .. } => 32,
+                RequestKind::Policy { body, .. } => body.len(),
             },
             Body::Reply(r) => r.outcome.as_ref().map_or(0, |b| b.0.len()),
             Body::Placement(_) | Body::Load(_) => 0,
@@ -377,6 +387,7 @@ pub mod codec {
     const KIND_MIGRATE: u8 = 1;
     const KIND_CALL: u8 = 2;
     const KIND_BLOCK: u8 = 3;
+    const KIND_POLICY: u8 = 4;
     const OUTCOME_OK: u8 = 0;
     const OUTCOME_ERR: u8 = 1;
     const FLAG_VIA_RECORD: u8 = 1;
@@ -472,6 +483,11 @@ pub mod codec {
                     RequestKind::Block { key } => {
                         out.push(KIND_BLOCK);
                         out.extend_from_slice(key);
+                    }
+                    RequestKind::Policy { policy, body } => {
+                        out.push(KIND_POLICY);
+                        put_bytes(out, policy.as_bytes());
+                        put_bytes(out, body);
                     }
                 }
             }
@@ -643,6 +659,10 @@ pub mod codec {
                         key.copy_from_slice(r.take(32, "block key")?);
                         RequestKind::Block { key }
                     }
+                    KIND_POLICY => RequestKind::Policy {
+                        policy: r.string("policy")?,
+                        body: r.bytes("policy message")?.to_vec(),
+                    },
                     k => return Err(malformed(&format!("unknown request kind {k}"), r.at - 1)),
                 };
                 Body::Request(Request {
@@ -829,6 +849,18 @@ mod tests {
                 via_record: false,
                 past_forwarding: false,
                 kind: RequestKind::Block { key: [0xab; 32] },
+            }),
+            Body::Request(Request {
+                id: 4,
+                origin: peer.clone(),
+                target: ObjectId::from_u128(6),
+                hops: 0,
+                via_record: false,
+                past_forwarding: false,
+                kind: RequestKind::Policy {
+                    policy: "replicated".into(),
+                    body: vec![1, 2, 3],
+                },
             }),
             Body::Reply(Reply {
                 id: 128,

@@ -60,8 +60,8 @@ pub use g2_core::{
     BuildError, CallError, CallId, Dispatch, DispatchFuture, FaultPolicy, Key, LeaveError,
     MemStore, NoNetwork, NoOverlay, NoTransport, Node, NodeAddr, NodeBuilder, NodeId, NodeStats,
     NodeStatus, Object, ObjectHandle, ObjectId, ObjectUri, Overlay, OverlayFactory, Peer,
-    RemoteError, RemoteRef, Store, Transport, UriError, WithNetwork, WithOverlay, WithTransport,
-    compute, current_object, validate_network_name,
+    PolicyPeers, RemoteError, RemoteRef, Store, Transport, UriError, WithNetwork, WithOverlay,
+    WithTransport, compute, current_object, validate_network_name,
 };
 
 /// Worker mode: an application binary serving its types to a volunteer that

@@ -84,6 +84,7 @@ impl NodeInner {
             OverlayEvent::Joined => {
                 self.joined.notify_waiters();
                 self.move_to_roots(None);
+                self.policies_neighbours_changed();
             }
             OverlayEvent::PeerFailed(id) => {
                 debug!(peer = %id, "neighbour failed");
@@ -98,14 +99,17 @@ impl NodeInner {
                     self.dispatch(req).await;
                 }
                 self.move_to_roots(None);
+                self.policies_peer_failed(id);
             }
             OverlayEvent::KeysMoved { ranges, new_root } => {
                 debug!(new_root = %new_root, ranges = ranges.len(), "keys moved to a new root");
                 self.move_to_roots(None);
+                self.policies_neighbours_changed();
             }
             OverlayEvent::NeighboursChanged => {
                 self.move_to_roots(None);
                 self.publish_placements(None).await;
+                self.policies_neighbours_changed();
             }
             OverlayEvent::Left => self.left.notify_waiters(),
         }

@@ -15,6 +15,7 @@
 //! | `placement.rs` | placement records, failed peers, moves to roots | `placements` |
 //! | `balance.rs` | the [`Balancer`](balance::Balancer) (pure decisions) and load reports | `balancer`, `hosting_neighbour` |
 //! | `blocks.rs` | content-addressed blocks asked of one node (not routed) | `blocks`: the node's block source |
+//! | `policy_peers.rs` | what fault-tolerance policies ask of the network: replica sets, messages to the same policy on a peer, overlay news | none |
 //! | `recovery.rs` | hosting again what a policy kept, at start | none |
 //! | `driver.rs` | overlay loop, control frames out, frames in | `overlay` (driven here, asked by all), `control_out` |
 //!
@@ -41,6 +42,7 @@ pub(crate) mod migration;
 pub(crate) mod node;
 pub(crate) mod object;
 pub(crate) mod placement;
+pub(crate) mod policy_peers;
 pub(crate) mod recovery;
 pub(crate) mod routing;
 #[cfg(test)]

@@ -231,6 +231,7 @@ impl Node {
             hosting_neighbour: Notify::new(),
         });
         let node = Node { inner };
+        node.inner.attach_policies();
         // objects kept by a fault-tolerance policy from this node's last run are
         // hosted again before anything arrives; they replay once joined
         node.inner.recover_objects().await;

@@ -62,7 +62,7 @@ pub(super) fn next_step(me: NodeId, req: &Request, view: &impl RouteView) -> Ste
     // is addressed to this very node.
     if matches!(
         req.kind,
-        RequestKind::Migrate { .. } | RequestKind::Block { .. }
+        RequestKind::Migrate { .. } | RequestKind::Block { .. } | RequestKind::Policy { .. }
     ) || view.hosted(req.target)
     {
         return Step::Deliver;
@@ -233,10 +233,14 @@ impl NodeInner {
             self.spawn(async move { me.deliver_local_now(req).await });
             return;
         }
-        // (a block is read from its source, maybe from disk)
-        if let RequestKind::Block { key } = req.kind {
+        // (a block is read from its source, maybe from disk; a policy
+        // message may take the policy's time)
+        if matches!(
+            req.kind,
+            RequestKind::Block { .. } | RequestKind::Policy { .. }
+        ) {
             let me = self.clone();
-            self.spawn(async move { me.serve_block(req.origin, req.id, key).await });
+            self.spawn(async move { me.deliver_local_now(req).await });
             return;
         }
         self.deliver_local_now(req).await
@@ -326,6 +330,10 @@ impl NodeInner {
                     .await;
             }
             RequestKind::Block { key } => self.serve_block(req.origin, req.id, key).await,
+            RequestKind::Policy { policy, body } => {
+                self.serve_policy_message(req.origin, req.id, policy, body)
+                    .await
+            }
         }
     }
 

@@ -217,6 +217,9 @@ async fn the_fault_policy_sees_each_call_and_can_answer_from_its_cache() {
     let me = peer(1);
     let mut policy = MockFaultPolicy::new();
     policy.expect_name().return_const("test-policy".to_string());
+    policy.expect_attach().return_const(());
+    policy.expect_on_neighbours_changed().return_const(());
+    policy.expect_on_peer_failed().return_const(());
     policy
         .expect_on_activate()
         .withf(|_, type_name, state, next_seq| {
