@@ -54,7 +54,15 @@ async fn a_root_that_cannot_run_a_type_places_its_objects_on_a_neighbour_that_ca
     let mut ring = Vec::new();
     let mut rooted_there = 0;
     for i in 0..24u32 {
-        let id = ObjectId::random();
+        // every fourth one rooted there for sure, the others anywhere
+        let id = if i % 4 == 0 {
+            (0..100_000)
+                .map(|_| ObjectId::random())
+                .find(|id| net.root(id.key()) == refusing.id())
+                .expect("a GUID rooted at the refusing node")
+        } else {
+            ObjectId::random()
+        };
         rooted_there += usize::from(net.root(id.key()) == refusing.id());
         ring.push(
             refusing
@@ -82,7 +90,7 @@ async fn a_root_that_cannot_run_a_type_places_its_objects_on_a_neighbour_that_ca
     }
 }
 
-/// Nodes built so far in the join test: the fourth refuses stations.
+/// Nodes built so far in the join test: all after the third refuse stations.
 static BUILT_FOR_JOIN: AtomicUsize = AtomicUsize::new(0);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +101,7 @@ async fn objects_stay_on_their_host_when_the_new_root_that_joined_cannot_run_the
         3,
         Duration::from_secs(20),
         |b| {
-            if BUILT_FOR_JOIN.fetch_add(1, Ordering::SeqCst) == 3 {
+            if BUILT_FOR_JOIN.fetch_add(1, Ordering::SeqCst) >= 3 {
                 b.type_provider(Arc::new(Refusing))
             } else {
                 b.type_provider(Arc::new(InMemoryWorker::default()))
@@ -114,39 +122,47 @@ async fn objects_stay_on_their_host_when_the_new_root_that_joined_cannot_run_the
             .await
             .unwrap();
     }
-    // a volunteer that cannot run stations joins and becomes the root of some
-    let refusing = net.add_node().await;
-    net.settle().await;
-    let rooted_there = ids
-        .iter()
-        .filter(|id| net.root(id.key()) == refusing.id())
-        .count();
-    assert!(
-        rooted_there > 0,
-        "no object is rooted at the new node: the test proved nothing"
-    );
-    // the moves to it are refused: every object stays where it runs, and a
-    // call routed through the new root (its own calls are) reaches it there
+    // volunteers that cannot run stations join until they are the roots of
+    // some (a node's share of the ring varies: one may be root of none)
+    let mut refusing: Vec<g2::Node> = Vec::new();
+    let rooted_at_refusing = |net: &TestNet, refusing: &[g2::Node]| {
+        ids.iter()
+            .filter(|id| refusing.iter().any(|r| net.root(id.key()) == r.id()))
+            .count()
+    };
+    while rooted_at_refusing(&net, &refusing) == 0 {
+        assert!(
+            refusing.len() < 6,
+            "no object is rooted at the new nodes: the test proved nothing"
+        );
+        refusing.push(net.add_node().await);
+        net.settle().await;
+    }
+    // the moves to them are refused: every object stays where it runs, and
+    // a call routed through a new root (its own calls are) reaches it there
     let start = std::time::Instant::now();
     loop {
         let mut answered = 0;
-        for id in &ids {
-            let r = refusing.reference::<LinkRef>(*id);
-            if r.visits().await.is_ok() {
-                answered += 1;
+        for r in &refusing {
+            for id in &ids {
+                if r.reference::<LinkRef>(*id).visits().await.is_ok() {
+                    answered += 1;
+                }
             }
         }
-        if answered == ids.len() {
+        if answered == ids.len() * refusing.len() {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "{answered} of {} answered through the new root",
-            ids.len()
+            "{answered} of {} answered through the new roots",
+            ids.len() * refusing.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(refusing.hosted_objects().is_empty());
+    for r in &refusing {
+        assert!(r.hosted_objects().is_empty());
+    }
     let hosted: usize = net.live().iter().map(|n| n.hosted_objects().len()).sum();
     assert_eq!(hosted, 32);
     assert_eq!(ring[0].pass(31).await.unwrap(), 32);

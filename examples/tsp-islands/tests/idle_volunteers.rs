@@ -108,7 +108,7 @@ const GA: &[&str] = &[
     "--islands",
     "6",
     "--epochs",
-    "3000",
+    "4000",
     "--generations",
     "2",
     "--seed",
