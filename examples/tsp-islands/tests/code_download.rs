@@ -419,8 +419,11 @@ fn under_ft_local_a_killed_worker_is_replaced_and_the_tour_is_unchanged() {
         "ch150",
         "--islands",
         "8",
+        // long enough that the islands of the killed worker still have work
+        // to do (a worker killed after its islands finished is never needed
+        // again, and never replaced)
         "--epochs",
-        "800",
+        "2400",
         "--generations",
         "2",
         "--seed",
