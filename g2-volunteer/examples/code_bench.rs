@@ -84,34 +84,15 @@ struct Args {
     json: bool,
 }
 
-#[derive(Parser)]
-struct VolunteerCli {
-    #[arg(value_parser = ["volunteer"])]
-    _volunteer: String,
-    #[command(flatten)]
-    args: g2_volunteer::VolunteerArgs,
-}
-
 fn main() -> Result<(), String> {
     g2_volunteer::code::sandbox::launch_if_asked();
     g2::worker::serve_if_worker(|w| w.register::<InWorker>());
     if std::env::args().nth(1).as_deref() == Some("volunteer") {
-        return volunteer();
+        return g2_volunteer::serve_volunteer_subcommand(|b| b.register::<Linked>());
     }
     let args = Args::parse();
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(bench(args))
-}
-
-fn volunteer() -> Result<(), String> {
-    g2_volunteer::init_logging();
-    let cli = VolunteerCli::parse();
-    let cfg = g2_volunteer::VolunteerConfig::resolve(&cli.args).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    rt.block_on(g2_volunteer::Volunteer::serve(&cfg, |b| {
-        b.register::<Linked>()
-    }))
-    .map_err(|e| e.to_string())
 }
 
 struct Host {

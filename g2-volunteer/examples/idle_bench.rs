@@ -79,17 +79,11 @@ struct Args {
     json: bool,
 }
 
-#[derive(Parser)]
-struct VolunteerCli {
-    #[arg(value_parser = ["volunteer"])]
-    _volunteer: String,
-    #[command(flatten)]
-    args: g2_volunteer::VolunteerArgs,
-}
-
 fn main() -> Result<(), String> {
     match std::env::args().nth(1).as_deref() {
-        Some("volunteer") => return volunteer(),
+        Some("volunteer") => {
+            return g2_volunteer::serve_volunteer_subcommand(|b| b.register::<Burner>());
+        }
         Some("owner") => {
             let secs: f64 = std::env::args()
                 .nth(2)
@@ -103,17 +97,6 @@ fn main() -> Result<(), String> {
     let args = Args::parse();
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(bench(args))
-}
-
-fn volunteer() -> Result<(), String> {
-    g2_volunteer::init_logging();
-    let cli = VolunteerCli::parse();
-    let cfg = g2_volunteer::VolunteerConfig::resolve(&cli.args).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    rt.block_on(g2_volunteer::Volunteer::serve(&cfg, |b| {
-        b.register::<Burner>()
-    }))
-    .map_err(|e| e.to_string())
 }
 
 /// The owner's loop count over `secs`, in a process of its own at nice 0.

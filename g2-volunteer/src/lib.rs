@@ -769,3 +769,27 @@ fn renice_process(nice: i32) -> std::io::Result<usize> {
     }
     Ok(n)
 }
+
+/// `PROGRAM volunteer FLAGS...` for a program that hosts types of its own (a
+/// benchmark, an app-specific host): parses the volunteer flags after its
+/// first argument, then serves as [`Volunteer::serve`] on a runtime of its
+/// own until SIGTERM or Ctrl-C.
+pub fn serve_volunteer_subcommand(
+    register: impl FnOnce(ReadyBuilder) -> ReadyBuilder,
+) -> Result<(), String> {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: VolunteerArgs,
+    }
+    init_logging();
+    let cli = <Cli as clap::Parser>::parse_from(
+        std::env::args_os()
+            .take(1)
+            .chain(std::env::args_os().skip(2)),
+    );
+    let cfg = VolunteerConfig::resolve(&cli.args).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(Volunteer::serve(&cfg, register))
+        .map_err(|e| e.to_string())
+}

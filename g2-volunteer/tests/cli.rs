@@ -61,6 +61,21 @@ fn wait_exit(p: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> 
     None
 }
 
+/// Runs `g2 volunteer` with `args` and `--data-dir data_dir`, which must
+/// refuse to start; what it printed on stderr.
+fn refused_volunteer(args: &[&str], data_dir: &std::path::Path) -> String {
+    let out = Command::new(G2)
+        .arg("volunteer")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn two_volunteers_find_each_other_report_status_and_leave_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("g2-cli-{}", std::process::id()));
@@ -317,21 +332,17 @@ fn first_contact_errors_say_what_happened_and_what_to_do() {
     };
 
     // a volunteer of another network bootstrapping through it
-    let out = Command::new(G2)
-        .args([
-            "volunteer",
+    let err = refused_volunteer(
+        &[
             "--network",
             "tsp.g2",
             "--listen",
             "127.0.0.1:0",
-        ])
-        .args(["--bootstrap", &addr, "--data-dir"])
-        .arg(dir.join("other"))
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+            "--bootstrap",
+            &addr,
+        ],
+        &dir.join("other"),
+    );
     assert!(
         err.contains(&format!(
             "{addr} belongs to another network (this node joins \"tsp.g2\"): it is on \"bars.test\": pass --network bars.test"
@@ -390,21 +401,10 @@ fn first_contact_errors_say_what_happened_and_what_to_do() {
     // the data dir of a volunteer still running
     #[cfg(feature = "rocksdb")]
     {
-        let out = Command::new(G2)
-            .args([
-                "volunteer",
-                "--network",
-                "bars.test",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(&bars)
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = refused_volunteer(
+            &["--network", "bars.test", "--listen", "127.0.0.1:0"],
+            &bars,
+        );
         assert!(
             err.contains(
                 "is in use by another process (a volunteer already running with this data dir?)"
@@ -417,21 +417,10 @@ fn first_contact_errors_say_what_happened_and_what_to_do() {
     let _ = wait_exit(&mut a, Duration::from_secs(10));
 
     // the data dir of a volunteer of another network
-    let out = Command::new(G2)
-        .args([
-            "volunteer",
-            "--network",
-            "other.test",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(&bars)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_volunteer(
+        &["--network", "other.test", "--listen", "127.0.0.1:0"],
+        &bars,
+    );
     assert!(
         err.contains(&format!(
             "data dir {} belongs to a volunteer of network \"bars.test\" (this one joins \"other.test\"): pass --network bars.test, or another --data-dir",

@@ -16,10 +16,10 @@ use g2_core::fault::{
 
 /// A policy that keeps nothing, answers "echo" requests with who asked and
 /// what, refuses everything else, and notes the peers it heard failed.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Echo {
-    peers: OnceLock<Arc<dyn PolicyPeers>>,
-    failed: Mutex<Vec<NodeId>>,
+    peers: Arc<OnceLock<Arc<dyn PolicyPeers>>>,
+    failed: Arc<Mutex<Vec<NodeId>>>,
 }
 
 #[async_trait]
@@ -87,73 +87,11 @@ impl FaultPolicy for Echo {
     }
 }
 
-/// The policy of each node, by node id (filled as nodes are built).
-static POLICIES: Mutex<Vec<Arc<Echo>>> = Mutex::new(Vec::new());
+/// A clone of each node's policy (its state is shared), filled as nodes are
+/// built.
+static POLICIES: Mutex<Vec<Echo>> = Mutex::new(Vec::new());
 
-/// A handle to a policy shared with the node that runs it.
-struct Shared(Arc<Echo>);
-
-#[async_trait]
-impl FaultPolicy for Shared {
-    fn name(&self) -> String {
-        self.0.name()
-    }
-    async fn on_activate(&self, o: ObjectId, t: &str, s: &[u8], n: u64) -> Result<(), PolicyError> {
-        self.0.on_activate(o, t, s, n).await
-    }
-    async fn on_arrival(&self, o: ObjectId, c: &IncomingCall) -> Result<Admission, PolicyError> {
-        self.0.on_arrival(o, c).await
-    }
-    async fn before_call(&self, o: ObjectId, c: &IncomingCall) -> Result<Admission, PolicyError> {
-        self.0.before_call(o, c).await
-    }
-    async fn after_call(
-        &self,
-        o: ObjectId,
-        c: &IncomingCall,
-        r: &Result<Vec<u8>, RemoteError>,
-    ) -> Result<bool, PolicyError> {
-        self.0.after_call(o, c, r).await
-    }
-    async fn checkpoint(&self, o: ObjectId, t: &str, s: &[u8], n: u64) -> Result<(), PolicyError> {
-        self.0.checkpoint(o, t, s, n).await
-    }
-    async fn before_outgoing(
-        &self,
-        o: ObjectId,
-        c: &OutgoingCall,
-    ) -> Result<OutgoingDecision, PolicyError> {
-        self.0.before_outgoing(o, c).await
-    }
-    async fn after_outgoing(
-        &self,
-        o: ObjectId,
-        c: CallId,
-        r: &Result<Vec<u8>, RemoteError>,
-    ) -> Result<(), PolicyError> {
-        self.0.after_outgoing(o, c, r).await
-    }
-    async fn held_objects(&self) -> Result<Vec<ObjectId>, PolicyError> {
-        self.0.held_objects().await
-    }
-    async fn recover(&self, o: ObjectId) -> Result<Option<Recovery>, PolicyError> {
-        self.0.recover(o).await
-    }
-    async fn on_departed(&self, o: ObjectId) -> Result<(), PolicyError> {
-        self.0.on_departed(o).await
-    }
-    fn attach(&self, peers: Arc<dyn PolicyPeers>) {
-        self.0.attach(peers)
-    }
-    async fn on_message(&self, from: &Peer, body: &[u8]) -> Result<Vec<u8>, PolicyError> {
-        self.0.on_message(from, body).await
-    }
-    async fn on_peer_failed(&self, peer: NodeId) {
-        self.0.on_peer_failed(peer).await
-    }
-}
-
-fn policy_of(id: NodeId) -> Arc<Echo> {
+fn policy_of(id: NodeId) -> Echo {
     POLICIES
         .lock()
         .unwrap()
@@ -171,9 +109,9 @@ async fn a_policy_reaches_the_same_policy_on_its_peers() {
         4,
         Duration::from_secs(10),
         |b| {
-            let p = Arc::new(Echo::default());
+            let p = Echo::default();
             POLICIES.lock().unwrap().push(p.clone());
-            b.serve_policy(Shared(p))
+            b.serve_policy(p)
         },
     )
     .await;

@@ -107,6 +107,11 @@ impl Balancer {
         self.accepting = yes;
     }
 
+    /// Whether this node takes new objects (what its load reports say).
+    pub(super) fn takes_new(&self) -> bool {
+        self.hosting && self.accepting
+    }
+
     /// Whether this node moves objects by load at all (a node that does not
     /// host always passes its objects on).
     pub(super) fn active(&self) -> bool {
@@ -214,7 +219,7 @@ impl Balancer {
     ) -> Option<Peer> {
         // a node that keeps its objects but takes no new ones places them
         // as one that does not host
-        let hosting = self.hosting && self.accepting;
+        let hosting = self.takes_new();
         if hosting && !self.balancing {
             return None;
         }
@@ -326,9 +331,12 @@ impl NodeInner {
     }
 
     pub(super) fn load_report(&self) -> LoadReport {
+        // (one lock at a time)
+        let objects = lock(&self.catalog).running();
+        let hosting = lock(&self.balancer).takes_new();
         LoadReport {
-            objects: lock(&self.catalog).running(),
-            hosting: self.hosting() && self.accepting.load(Ordering::Acquire),
+            objects,
+            hosting,
             boot: self.boot,
             ask: false,
         }

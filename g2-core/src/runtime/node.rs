@@ -121,8 +121,6 @@ pub(crate) struct NodeInner {
     /// Whether this node runs objects now (see `NodeBuilder::host_objects`
     /// and [`Node::set_hosting`]).
     pub(super) host_objects: AtomicBool,
-    /// Whether this node takes new objects (see [`Node::set_accepting`]).
-    pub(super) accepting: AtomicBool,
     /// While true, hosted objects start no call (see [`Node::pause_calls`]).
     pub(super) paused: watch::Sender<bool>,
     /// Drawn at start, told with each load report: neighbours learn that this
@@ -207,7 +205,6 @@ impl Node {
             call_timeout: cfg.call_timeout,
             host_objects: AtomicBool::new(cfg.host_objects),
             paused: watch::channel(false).0,
-            accepting: AtomicBool::new(true),
             boot: random_u64(),
             started: now(),
             counters: Counters::default(),
@@ -330,7 +327,6 @@ impl Node {
     /// object on it and move none to it) and places the new objects it is
     /// root of on them.
     pub fn set_accepting(&self, yes: bool) {
-        self.inner.accepting.store(yes, Ordering::Release);
         lock(&self.inner.balancer).set_accepting(yes);
     }
 

@@ -43,19 +43,16 @@ impl PolicyPeers for Peers {
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
         let node = self.node.upgrade().ok_or(CallError::NodeStopped)?;
+        if to.id == node.me.id {
+            return node
+                .policy_message(&node.me, &self.policy, &body)
+                .await
+                .map_err(CallError::Remote);
+        }
         let kind = RequestKind::Policy {
             policy: self.policy.clone(),
             body,
         };
-        if to.id == node.me.id {
-            let RequestKind::Policy { policy, body } = kind else {
-                unreachable!("built above")
-            };
-            return node
-                .policy_message(&node.me.clone(), &policy, &body)
-                .await
-                .map_err(CallError::Remote);
-        }
         node.send_and_wait(
             ObjectId::from_u128(to.id.as_u128()),
             kind,

@@ -176,6 +176,30 @@ pub(crate) fn from_cbor<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<
     ciborium::from_reader(bytes).map_err(|e| e.to_string())
 }
 
+/// Of `list` (from `source`, named in the logs), the manifests of
+/// `type_name` whose signatures verify, added to `out` unless already there;
+/// the others are logged and left out.
+pub fn keep_manifests_of(
+    type_name: &str,
+    list: Vec<SignedManifest>,
+    source: &dyn std::fmt::Display,
+    out: &mut Vec<(Manifest, SignedManifest)>,
+) {
+    for s in list {
+        match s.open() {
+            Ok(m) if m.types.iter().any(|t| t == type_name) => {
+                if !out.iter().any(|(_, o)| *o == s) {
+                    out.push((m, s));
+                }
+            }
+            Ok(_) => {
+                tracing::warn!(%source, %type_name, "a manifest of other types; ignored")
+            }
+            Err(e) => tracing::warn!(%source, %type_name, "a bad manifest: {e}"),
+        }
+    }
+}
+
 impl SignedManifest {
     /// The manifest, once its signature verifies against the key it names
     /// and its fields are well-formed.

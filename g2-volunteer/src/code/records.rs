@@ -337,26 +337,14 @@ pub async fn publish(
 /// from every copy that answers (duplicates removed).
 pub async fn list_manifests(node: &Node, type_name: &str) -> Vec<(Manifest, SignedManifest)> {
     let mut out: Vec<(Manifest, SignedManifest)> = Vec::new();
-    for copy in 0..COPIES {
-        let rec = node
-            .reference::<ManifestRecordRef>(manifest_id(type_name, copy))
-            .with_timeout(std::time::Duration::from_secs(10));
+    for (copy, rec) in manifest_records(node, type_name) {
         match rec.list().await {
-            Ok(list) => {
-                for s in list {
-                    match s.open() {
-                        Ok(m) if m.types.iter().any(|t| t == type_name) => {
-                            if !out.iter().any(|(_, o)| *o == s) {
-                                out.push((m, s));
-                            }
-                        }
-                        Ok(_) => {
-                            warn!(%type_name, "a manifest record holds a manifest of other types; ignored")
-                        }
-                        Err(e) => warn!(%type_name, "a manifest record holds a bad manifest: {e}"),
-                    }
-                }
-            }
+            Ok(list) => super::bundle::keep_manifests_of(
+                type_name,
+                list,
+                &format_args!("manifest record {copy}"),
+                &mut out,
+            ),
             Err(CallError::ObjectNotFound(_)) => {}
             Err(e) => debug!(%type_name, copy, "manifest record did not answer: {e}"),
         }
@@ -364,15 +352,24 @@ pub async fn list_manifests(node: &Node, type_name: &str) -> Vec<(Manifest, Sign
     out
 }
 
+/// The copies of the manifest record of `type_name`, numbered.
+fn manifest_records(node: &Node, type_name: &str) -> impl Iterator<Item = (u8, ManifestRecordRef)> {
+    let node = node.clone();
+    let type_name = type_name.to_string();
+    (0..COPIES).map(move |copy| {
+        let rec = node
+            .reference::<ManifestRecordRef>(manifest_id(&type_name, copy))
+            .with_timeout(std::time::Duration::from_secs(10));
+        (copy, rec)
+    })
+}
+
 /// Tells the manifest records of every type of `manifest` that this node
 /// holds its binary and serves its chunks. Returns how many records took it.
 pub async fn announce_holder(node: &Node, manifest: &Manifest) -> usize {
     let mut took = 0;
     for t in &manifest.types {
-        for copy in 0..COPIES {
-            let rec = node
-                .reference::<ManifestRecordRef>(manifest_id(t, copy))
-                .with_timeout(std::time::Duration::from_secs(10));
+        for (copy, rec) in manifest_records(node, t) {
             match rec
                 .add_holder(manifest.binary_blake3.clone(), node.peer().clone())
                 .await
@@ -391,10 +388,7 @@ pub async fn announce_holder(node: &Node, manifest: &Manifest) -> usize {
 pub async fn list_holders(node: &Node, manifest: &Manifest) -> Vec<Peer> {
     let mut out: Vec<Peer> = Vec::new();
     for t in &manifest.types {
-        for copy in 0..COPIES {
-            let rec = node
-                .reference::<ManifestRecordRef>(manifest_id(t, copy))
-                .with_timeout(std::time::Duration::from_secs(10));
+        for (_, rec) in manifest_records(node, t) {
             if let Ok(list) = rec.holders(manifest.binary_blake3.clone()).await {
                 for p in list {
                     if p.id != node.id() && !out.iter().any(|o| o.id == p.id) {

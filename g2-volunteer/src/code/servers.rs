@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::bundle::{Bundle, MAX_BINARY, Manifest, SignedManifest};
 
@@ -149,13 +149,7 @@ impl CodeServer {
         let list: Vec<SignedManifest> = ciborium::from_reader(bytes.as_slice())
             .map_err(|e| format!("{self}: the manifest list of {type_name} is not CBOR: {e}"))?;
         let mut out = Vec::new();
-        for s in list {
-            match s.open() {
-                Ok(m) if m.types.iter().any(|t| t == type_name) => out.push((m, s)),
-                Ok(_) => warn!(server = %self, %type_name, "a manifest of other types; ignored"),
-                Err(e) => warn!(server = %self, %type_name, "a bad manifest: {e}"),
-            }
-        }
+        super::bundle::keep_manifests_of(type_name, list, self, &mut out);
         Ok(out)
     }
 

@@ -293,34 +293,13 @@ impl NetworkCode {
         let manifest = self.choose(&node, type_name).await?;
         let path = match self.cache.get(&manifest) {
             Some(p) => p,
-            None => match self.fetch_from_code_servers(&manifest).await {
-                Some(bytes) => {
-                    self.fetches.fetch_add(1, Ordering::Relaxed);
-                    self.from_servers.fetch_add(1, Ordering::Relaxed);
-                    self.cache
-                        .put(&manifest, &bytes)
-                        .map_err(|e| format!("caching its bundle: {e}"))?
-                }
-                None => {
-                    let holders = list_holders(&node, &manifest).await;
-                    info!(r#type = type_name, bundle = %manifest.binary_blake3, size = manifest.size, publisher = %manifest.publisher, holders = holders.len(), "fetching bundle");
-                    let fetched = fetch_binary(&node, &manifest, &holders)
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "fetching its bundle from publisher {}: {e}",
-                                manifest.publisher
-                            )
-                        })?;
-                    self.fetches.fetch_add(1, Ordering::Relaxed);
-                    self.chunks_from_holders
-                        .fetch_add(fetched.from_holders as u64, Ordering::Relaxed);
-                    info!(bundle = %manifest.binary_blake3, from_holders = fetched.from_holders, from_records = fetched.from_records, "bundle fetched");
-                    self.cache
-                        .put(&manifest, &fetched.bytes)
-                        .map_err(|e| format!("caching its bundle: {e}"))?
-                }
-            },
+            None => {
+                let bytes = self.fetch(&node, &manifest).await?;
+                self.fetches.fetch_add(1, Ordering::Relaxed);
+                self.cache
+                    .put(&manifest, &bytes)
+                    .map_err(|e| format!("caching its bundle: {e}"))?
+            }
         };
         self.serve_chunks_of(&node, &manifest);
         let running = self.start_worker(&node, &manifest, &path).await?;
@@ -334,19 +313,32 @@ impl NetworkCode {
         Ok(running)
     }
 
-    /// The binary of `manifest` from the first code server that has it whole
-    /// and unaltered.
-    async fn fetch_from_code_servers(&self, manifest: &Manifest) -> Option<Vec<u8>> {
+    /// The binary of `manifest`: from the first code server that has it whole
+    /// and unaltered, else from the network (holders first, then the chunk
+    /// records).
+    async fn fetch(&self, node: &Node, manifest: &Manifest) -> Result<Vec<u8>, String> {
         for server in &self.settings.code_servers {
             match server.binary(manifest).await {
                 Ok(bytes) => {
                     info!(%server, bundle = %manifest.binary_blake3, "bundle fetched from a code server");
-                    return Some(bytes);
+                    self.from_servers.fetch_add(1, Ordering::Relaxed);
+                    return Ok(bytes);
                 }
                 Err(e) => warn!(%server, "code server: {e}; trying the next source"),
             }
         }
-        None
+        let holders = list_holders(node, manifest).await;
+        info!(bundle = %manifest.binary_blake3, size = manifest.size, publisher = %manifest.publisher, holders = holders.len(), "fetching bundle");
+        let fetched = fetch_binary(node, manifest, &holders).await.map_err(|e| {
+            format!(
+                "fetching its bundle from publisher {}: {e}",
+                manifest.publisher
+            )
+        })?;
+        self.chunks_from_holders
+            .fetch_add(fetched.from_holders as u64, Ordering::Relaxed);
+        info!(bundle = %manifest.binary_blake3, from_holders = fetched.from_holders, from_records = fetched.from_records, "bundle fetched");
+        Ok(fetched.bytes)
     }
 
     async fn start_worker(
